@@ -1,0 +1,206 @@
+"""Settings: defaults < ``pacs.toml`` < ``PACS_*`` environment < command-line flags.
+
+This is the only module that reads the environment. Everything else receives a
+:class:`Settings` object from the composition root.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pacs.errors import ConfigError
+
+DuplicatePolicy = Literal["replace", "keep", "reject"]
+StorageBackend = Literal["filesystem", "s3"]
+
+ENV_PREFIX = "PACS_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting pacs understands, with the embedded defaults.
+
+    The defaults need no configuration: a SQLite index and a filesystem object
+    store under ``data_dir``.
+    """
+
+    data_dir: Path = Path("pacs-data")
+    host: str = "0.0.0.0"
+    ae_title: str = "PACS"
+    dicom_port: int = 11112
+    http_port: int = 8080
+    # 0 means one worker process per CPU core.
+    workers: int = 0
+
+    # Index: empty means SQLite in data_dir.
+    database_url: str = ""
+    # FULL makes each commit durable across power loss, not only process crashes.
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    # Embedded installs migrate on start; production runs `pacs db upgrade` itself.
+    auto_migrate: bool = True
+
+    storage: StorageBackend = "filesystem"
+    # Empty means data_dir/objects.
+    storage_dir: str = ""
+    s3_endpoint: str = ""
+    s3_bucket: str = "pacs"
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_secure: bool = True
+    s3_region: str = ""
+
+    # Unknown calling AE titles are refused unless this is set.
+    accept_unknown_aes: bool = False
+    duplicate_policy: DuplicatePolicy = "replace"
+    max_pdu_size: int = 0
+    # Refuse new objects when the free space of the storage volume drops below this.
+    min_free_bytes: int = 512 * 1024 * 1024
+    # Seconds a stopping server waits for open associations to finish.
+    shutdown_grace_s: float = 10.0
+    dimse_timeout_s: float = 60.0
+    network_timeout_s: float = 60.0
+
+    secret_key: str = ""
+    log_level: str = "INFO"
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'index.sqlite').resolve()}"
+
+    @property
+    def effective_storage_dir(self) -> Path:
+        return Path(self.storage_dir) if self.storage_dir else self.data_dir / "objects"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """Return a copy with the given (already typed or string) values applied."""
+        return _apply(self, {k: v for k, v in overrides.items() if v is not None}, "flag")
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(Settings)
+
+
+def _coerce(name: str, raw: Any, where: str) -> Any:
+    hint = _field_types()[name]
+    if isinstance(hint, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    origin = typing.get_origin(hint)
+    try:
+        if origin is Literal:
+            allowed = typing.get_args(hint)
+            value = str(raw)
+            if value not in allowed:
+                raise ValueError(f"must be one of {', '.join(allowed)}")
+            return value
+        if hint is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off", ""}:
+                return False
+            raise ValueError("must be true or false")
+        if hint is int:
+            return int(raw)
+        if hint is float:
+            return float(raw)
+        if hint is Path:
+            return Path(str(raw)).expanduser()
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: setting {name!r}: {exc}") from exc
+
+
+def _apply(base: Settings, values: Mapping[str, Any], where: str) -> Settings:
+    known = {f.name for f in dataclasses.fields(Settings)}
+    changes: dict[str, Any] = {}
+    for name, raw in values.items():
+        if name not in known:
+            raise ConfigError(f"{where}: unknown setting {name!r}")
+        changes[name] = _coerce(name, raw, where)
+    return dataclasses.replace(base, **changes)
+
+
+def _from_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    # Allow either flat keys or a [pacs] table.
+    table = data.get("pacs", data)
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [pacs] must be a table")
+    return table
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, str]:
+    known = {f.name for f in dataclasses.fields(Settings)}
+    values = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == "PACS_CONFIG":
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name in known:
+            values[name] = value
+    return values
+
+
+@dataclass
+class SettingsSource:
+    """Where the settings came from, for `pacs config` and logs."""
+
+    toml_path: Path | None = None
+    env_keys: list[str] = field(default_factory=list)
+
+
+def load_settings(
+    config_path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **flags: Any,
+) -> Settings:
+    """Build settings from defaults, ``pacs.toml``, ``PACS_*`` variables and flags.
+
+    The TOML file is ``config_path``, else ``$PACS_CONFIG``, else ``./pacs.toml``
+    when it exists. Raises :class:`ConfigError` for unknown keys or bad values.
+    """
+    env = os.environ if environ is None else environ
+    settings = Settings()
+    path = config_path or (Path(env["PACS_CONFIG"]) if env.get("PACS_CONFIG") else None)
+    if path is None and Path("pacs.toml").is_file():
+        path = Path("pacs.toml")
+    if path is not None:
+        settings = _apply(settings, _from_toml(path), str(path))
+    settings = _apply(settings, _from_env(env), "environment")
+    settings = settings.with_overrides(**flags)
+    return dataclasses.replace(settings, data_dir=settings.data_dir.resolve())
+
+
+def settings_to_dict(settings: Settings) -> dict[str, Any]:
+    """Plain JSON-able dict (used to hand settings to worker processes)."""
+    out = {}
+    for f in dataclasses.fields(Settings):
+        value = getattr(settings, f.name)
+        out[f.name] = str(value) if isinstance(value, Path) else value
+    return out
+
+
+def settings_from_dict(values: Mapping[str, Any]) -> Settings:
+    return _apply(Settings(), values, "worker settings")

@@ -1,0 +1,128 @@
+"""Engines and schema migrations for the index (SQLite embedded, PostgreSQL in production)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from pacs.errors import ConfigError, StorageUnavailable
+
+log = logging.getLogger(__name__)
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def make_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 8) -> Engine:
+    """One engine per process; associations and requests share its pool.
+
+    SQLite runs in WAL mode so readers never block the writer, and write
+    transactions start with ``BEGIN IMMEDIATE`` (see :func:`writer`) so two
+    writers queue on the busy timeout instead of deadlocking on a lock upgrade.
+    """
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=pool_size,
+            max_overflow=pool_size * 2,
+        )
+        synchronous = sqlite_synchronous.upper()
+        if synchronous not in {"FULL", "NORMAL"}:
+            raise ConfigError(f"sqlite_synchronous must be FULL or NORMAL, not {synchronous}")
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # We emit BEGIN ourselves (below); pysqlite's implicit BEGIN cannot be IMMEDIATE.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA cache_size=-32000")
+            cur.execute("PRAGMA temp_store=MEMORY")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            immediate = conn.get_execution_options().get("sqlite_immediate", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+    if url.startswith(("postgresql", "postgres")):
+        if url.startswith("postgres://"):
+            url = "postgresql+psycopg://" + url[len("postgres://") :]
+        elif url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://") :]
+        return create_engine(
+            url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True
+        )
+    raise ConfigError(
+        f"unsupported database URL {url.split(':', 1)[0]!r}: use sqlite or postgresql"
+    )
+
+
+def writer(engine: Engine) -> Engine:
+    """The same engine, with write transactions that take SQLite's write lock up front."""
+    return engine.execution_options(sqlite_immediate=True)
+
+
+def throwaway_engine(url: str) -> Engine:
+    """An engine without a pool, for one-off commands and forked parents."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return create_engine(url, poolclass=NullPool)
+
+
+def _alembic_config(engine: Engine) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def schema_heads() -> set[str]:
+    return set(ScriptDirectory.from_config(_alembic_config(None)).get_heads())  # type: ignore[arg-type]
+
+
+def current_revisions(engine: Engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(MigrationContext.configure(conn).get_current_heads())
+
+
+def upgrade(engine: Engine) -> None:
+    """Apply every pending migration (all branches)."""
+    try:
+        command.upgrade(_alembic_config(engine), "heads")
+    except SQLAlchemyError as exc:
+        raise StorageUnavailable(f"database migration failed: {exc}") from exc
+
+
+def ensure_schema(engine: Engine, *, auto_migrate: bool) -> None:
+    """Migrate, or refuse to run against a schema that is not current."""
+    try:
+        current = current_revisions(engine)
+    except SQLAlchemyError as exc:
+        raise StorageUnavailable(f"cannot reach the index database: {exc}") from exc
+    heads = schema_heads()
+    if current == heads:
+        return
+    if auto_migrate:
+        log.info("migrating the index schema %s -> %s", sorted(current), sorted(heads))
+        upgrade(engine)
+        return
+    raise StorageUnavailable(
+        f"the index schema is at {sorted(current) or 'nothing'} but this version needs "
+        f"{sorted(heads)}: run `pacs db upgrade`"
+    )

@@ -1,0 +1,165 @@
+"""Object store on a local filesystem: one file per object under a root directory."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from pacs.errors import StorageUnavailable
+from pacs.storage.objects import INSTANCE_SUFFIX, ObjectInfo, ObjectNotFound, check_key
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FilesystemObjectStore:
+    """Objects as files under ``root``; writes go through ``root/.tmp`` and a rename.
+
+    A rename within one filesystem is atomic, so a reader sees the old object or
+    the new one, never half of either. Files and the directories that name them
+    are fsynced before ``put_*`` returns.
+    """
+
+    name = "filesystem"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp = root / ".tmp"
+        try:
+            self.tmp.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot create object store at {root}: {exc}") from exc
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def _make_parents(self, path: Path) -> None:
+        """Create missing parent directories, fsyncing each new entry's parent."""
+        missing = []
+        parent = path.parent
+        while not parent.exists():
+            missing.append(parent)
+            parent = parent.parent
+        for directory in reversed(missing):
+            try:
+                directory.mkdir()
+            except FileExistsError:
+                continue
+            _fsync_dir(directory.parent)
+
+    def _install(self, staged: Path, final: Path) -> None:
+        self._make_parents(final)
+        os.replace(staged, final)
+        _fsync_dir(final.parent)
+
+    def put_file(self, key: str, path: Path, *, consume: bool) -> None:
+        final = self._path(key)
+        try:
+            if consume:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                try:
+                    self._install(path, final)
+                    return
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+            self._copy_in(path, final)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot write object {key}: {exc}") from exc
+
+    def _copy_in(self, source: Path, final: Path) -> None:
+        fd, staged_name = tempfile.mkstemp(dir=self.tmp, suffix=".part")
+        staged = Path(staged_name)
+        try:
+            with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+            self._install(staged, final)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        final = self._path(key)
+        fd, staged_name = tempfile.mkstemp(dir=self.tmp, suffix=".part")
+        staged = Path(staged_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            self._install(staged, final)
+        except OSError as exc:
+            staged.unlink(missing_ok=True)
+            raise StorageUnavailable(f"cannot write object {key}: {exc}") from exc
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return self._path(key).open("rb")
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(f"object {key} is missing") from exc
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot read object {key}: {exc}") from exc
+
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        with self.open(key) as fh:
+            fh.seek(start)
+            return fh.read(length)
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot delete object {key}: {exc}") from exc
+        # Leave empty series/study directories behind only if others still use them.
+        for directory in (path.parent, path.parent.parent):
+            try:
+                directory.rmdir()
+            except OSError:
+                break
+
+    def iter_objects(self) -> Iterator[ObjectInfo]:
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for filename in filenames:
+                if not filename.endswith(INSTANCE_SUFFIX):
+                    continue
+                path = Path(dirpath) / filename
+                key = path.relative_to(self.root).as_posix()
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:
+                    continue
+                yield ObjectInfo(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC))
+
+    def free_bytes(self) -> int | None:
+        return shutil.disk_usage(self.root).free
+
+    def check(self) -> None:
+        if not os.access(self.root, os.W_OK):
+            raise StorageUnavailable(f"object store {self.root} is not writable")
