@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -34,7 +35,7 @@ from pacs.errors import (
     StorageFull,
     StorageUnavailable,
 )
-from pacs.storage.index import InstanceRef, RemoteNode, SqlIndex, utcnow
+from pacs.storage.index import Existing, InstanceRef, RecordOutcome, RemoteNode, SqlIndex, utcnow
 from pacs.storage.matching import Query
 from pacs.storage.objects import ObjectNotFound, ObjectStore, instance_key
 
@@ -99,6 +100,14 @@ class VerifyReport:
         return not (self.missing or self.corrupted or self.orphans)
 
 
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def sha256_file(path: Path) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
@@ -128,18 +137,21 @@ class Archive:
         index: SqlIndex,
         *,
         node: str | None = None,
+        spool_dir: Path | None = None,
     ) -> None:
         self.settings = settings
         self.objects = objects
         self.index = index
         self.node = node or f"{socket.gethostname()}:0"
-        self.spool_dir = settings.data_dir / "tmp"
+        self.spool_dir = spool_dir or settings.data_dir / "tmp"
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self._listeners: list[Callable[[StoredEvent], None]] = []
         self._accepting = True
         self._free_checked_at = 0.0
         self._free_ok = True
         self._lock = threading.Lock()
+        self._local = objects.local_path(instance_key("1", "1", "1")) is not None
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="store-io")
 
     # ------------------------------------------------------------ lifecycle
 
@@ -198,16 +210,27 @@ class Archive:
         """
         if not self._accepting:
             raise ShuttingDown("the archive is shutting down; retry later")
+        # The disk flush and the checksum release the GIL: start them now and
+        # parse and look up meanwhile (the flush is the slowest step of a store).
+        synced = self._pool.submit(fsync_path, path) if consume and self._local else None
+        digest = self._pool.submit(sha256_file, path)
         try:
-            parsed = read_instance(path)
-        except InvalidInstance as exc:
-            log.warning("refused object from %s: %s", source.describe(), exc.reason)
-            raise
-        header = parsed.header
-        for note in header.warnings:
-            log.info("instance %s from %s: %s", header.sop_instance_uid, source.describe(), note)
-        sha256, size = sha256_file(path)
-        existing = self.index.get_instance(header.sop_instance_uid)
+            try:
+                parsed = read_instance(path)
+            except InvalidInstance as exc:
+                log.warning("refused object from %s: %s", source.describe(), exc.reason)
+                raise
+            header = parsed.header
+            for note in header.warnings:
+                log.info(
+                    "instance %s from %s: %s", header.sop_instance_uid, source.describe(), note
+                )
+            existing = self.index.existing(header.sop_instance_uid)
+            sha256, size = digest.result()
+        finally:
+            # Never leave a flush running on a file the caller may delete.
+            if synced is not None:
+                synced.result()
         if existing is not None and existing.sha256 == sha256:
             log.debug("duplicate %s from %s", header.sop_instance_uid, source.describe())
             return self._result(StoreStatus.DUPLICATE, header, size)
@@ -235,7 +258,7 @@ class Archive:
         key = instance_key(
             header.study_instance_uid, header.series_instance_uid, header.sop_instance_uid
         )
-        outcome = self._put_and_record(path, header, key, sha256, size, source, consume)
+        outcome = self._put_and_record(path, header, key, sha256, size, source, consume, existing)
         replaced = outcome.replaced
         if replaced is not None:
             log.warning(
@@ -281,10 +304,11 @@ class Archive:
         size: int,
         source: Source,
         consume: bool,
-    ) -> Any:
+        existing: Existing | None,
+    ) -> RecordOutcome:
         intent_id = self.index.add_intent(key, sha256, self.node)
         try:
-            self.objects.put_file(key, path, consume=consume)
+            self.objects.put_file(key, path, consume=consume, synced=consume and self._local)
         except BaseException:
             self.index.drop_intent(intent_id)
             raise
@@ -296,12 +320,13 @@ class Archive:
                 sha256=sha256,
                 source_ae=source.ae_title[:16],
                 intent_id=intent_id,
+                existing=existing,
             )
         except BaseException:
             # Roll back unless this put overwrote an older version of the same
             # instance: then the intent stays and recovery indexes the new bytes.
-            existing = self.index.get_instance(header.sop_instance_uid)
-            if existing is None or existing.object_key != key:
+            now = self.index.existing(header.sop_instance_uid)
+            if now is None or now.object_key != key:
                 self._delete_object_quietly(key)
                 self.index.drop_intent(intent_id)
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from pacs.archive import Archive
 from pacs.config import Settings
@@ -33,7 +34,13 @@ def build_object_store(settings: Settings) -> ObjectStore:
     raise ConfigError(f"unknown storage backend {settings.storage!r}")
 
 
-def build_archive(settings: Settings, *, node: str | None = None, migrate: bool = True) -> Archive:
+def build_archive(
+    settings: Settings,
+    *,
+    node: str | None = None,
+    migrate: bool = True,
+    spool_dir: Path | None = None,
+) -> Archive:
     """The archive for these settings, with its schema checked (or migrated)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(
@@ -42,4 +49,4 @@ def build_archive(settings: Settings, *, node: str | None = None, migrate: bool 
     if migrate:
         ensure_schema(engine, auto_migrate=settings.auto_migrate)
     objects = build_object_store(settings)
-    return Archive(settings, objects, SqlIndex(engine), node=node)
+    return Archive(settings, objects, SqlIndex(engine), node=node, spool_dir=spool_dir)

@@ -43,7 +43,10 @@ class Settings:
     # Index: empty means SQLite in data_dir.
     database_url: str = ""
     # FULL makes each commit durable across power loss, not only process crashes.
-    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    # Objects are fsynced before Success; the index is derived data (`pacs reindex`
+    # rebuilds it from the objects), so by default its commits survive process
+    # crashes (WAL) but not power loss. FULL fsyncs every commit too.
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "NORMAL"
     # Embedded installs migrate on start; production runs `pacs db upgrade` itself.
     auto_migrate: bool = True
 
@@ -60,7 +63,9 @@ class Settings:
     # Unknown calling AE titles are refused unless this is set.
     accept_unknown_aes: bool = False
     duplicate_policy: DuplicatePolicy = "replace"
-    max_pdu_size: int = 0
+    # Larger PDUs mean fewer per-PDU costs in pynetdicom; 0 would let a peer ask
+    # us to buffer a PDU of any size.
+    max_pdu_size: int = 262144
     # Refuse new objects when the free space of the storage volume drops below this.
     min_free_bytes: int = 512 * 1024 * 1024
     # Seconds a stopping server waits for open associations to finish.

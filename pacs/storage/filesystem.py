@@ -63,15 +63,16 @@ class FilesystemObjectStore:
         os.replace(staged, final)
         _fsync_dir(final.parent)
 
-    def put_file(self, key: str, path: Path, *, consume: bool) -> None:
+    def put_file(self, key: str, path: Path, *, consume: bool, synced: bool = False) -> None:
         final = self._path(key)
         try:
             if consume:
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                if not synced:
+                    fd = os.open(path, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
                 try:
                     self._install(path, final)
                     return

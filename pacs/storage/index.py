@@ -7,13 +7,14 @@ work in its own transaction, so any thread may call any method.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from pacs.charset import fold
 from pacs.dicomfile import InstanceHeader
@@ -111,6 +112,59 @@ _REF_COLUMNS = (
 )
 
 
+@dataclass(frozen=True)
+class Existing:
+    """The archived instance found by the duplicate check."""
+
+    pk: int
+    series_pk: int
+    size_bytes: int
+    sha256: str
+    object_key: str
+
+
+class _StaleCache(Exception):
+    """A cached primary key no longer names its row."""
+
+
+_CACHE_SIZE = 20000
+
+# Ingest runs these for every instance: built once, executed with parameters.
+_SEL_EXISTING = select(
+    Instance.id, Instance.series_pk, Instance.size_bytes, Instance.sha256, Instance.object_key
+).where(Instance.sop_uid == bindparam("b_sop"))
+_SEL_REF_BY_PK = (
+    select(*_REF_COLUMNS)
+    .join(Series, Instance.series_pk == Series.id)
+    .join(Study, Series.study_pk == Study.id)
+    .where(Instance.id == bindparam("b_pk"))
+)
+_INS_INTENT = insert(StoreIntent).returning(StoreIntent.id)
+_DEL_INTENT = delete(StoreIntent).where(StoreIntent.id == bindparam("b_id"))
+_SEL_STUDY = select(Study.id).where(Study.study_uid == bindparam("b_uid"))
+_SEL_SERIES = select(Series.id, Series.study_pk).where(Series.series_uid == bindparam("b_uid"))
+_INS_INSTANCE = insert(Instance)
+_UPD_SERIES_COUNTS = (
+    update(Series)
+    .where(Series.id == bindparam("b_pk"), Series.series_uid == bindparam("b_uid"))
+    .values(
+        num_instances=Series.num_instances + 1,
+        size_bytes=Series.size_bytes + bindparam("b_size"),
+        updated_at=bindparam("b_now"),
+    )
+)
+_UPD_STUDY_COUNTS = (
+    update(Study)
+    .where(Study.id == bindparam("b_pk"), Study.study_uid == bindparam("b_uid"))
+    .values(
+        num_instances=Study.num_instances + 1,
+        num_series=Study.num_series + bindparam("b_new_series"),
+        size_bytes=Study.size_bytes + bindparam("b_size"),
+        updated_at=bindparam("b_now"),
+    )
+)
+
+
 def _ref(row: Any) -> InstanceRef:
     return InstanceRef(*row)
 
@@ -126,6 +180,11 @@ class SqlIndex:
         self.engine = engine
         self._writer = writer(engine)
         self.dialect = engine.dialect.name
+        # UID → primary key of recently written studies and series; a hint only,
+        # checked by the counter UPDATEs that follow (see _record).
+        self._cache_lock = threading.Lock()
+        self._study_cache: dict[str, int] = {}
+        self._series_cache: dict[str, int] = {}
 
     # ------------------------------------------------------------ plumbing
 
@@ -164,9 +223,13 @@ class SqlIndex:
         try:
             with self._write() as conn:
                 return conn.execute(
-                    insert(StoreIntent)
-                    .values(object_key=object_key, sha256=sha256, node=node, created_at=utcnow())
-                    .returning(StoreIntent.id)
+                    _INS_INTENT,
+                    {
+                        "object_key": object_key,
+                        "sha256": sha256,
+                        "node": node,
+                        "created_at": utcnow(),
+                    },
                 ).scalar_one()
         except SQLAlchemyError as exc:
             raise self._guard("intent", exc) from exc
@@ -174,7 +237,7 @@ class SqlIndex:
     def drop_intent(self, intent_id: int) -> None:
         try:
             with self._write() as conn:
-                conn.execute(delete(StoreIntent).where(StoreIntent.id == intent_id))
+                conn.execute(_DEL_INTENT, {"b_id": intent_id})
         except SQLAlchemyError as exc:
             raise self._guard("intent cleanup", exc) from exc
 
@@ -192,6 +255,15 @@ class SqlIndex:
         with self.engine.connect() as conn:
             return [Intent(*row) for row in conn.execute(stmt.order_by(StoreIntent.id))]
 
+    def existing(self, sop_uid: str) -> Existing | None:
+        """The archived instance under ``sop_uid``, if any (the duplicate check)."""
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(_SEL_EXISTING, {"b_sop": sop_uid}).first()
+        except SQLAlchemyError as exc:
+            raise self._guard("lookup", exc) from exc
+        return Existing(*row) if row else None
+
     def record_instance(
         self,
         header: InstanceHeader,
@@ -201,32 +273,49 @@ class SqlIndex:
         sha256: str,
         source_ae: str,
         intent_id: int | None,
+        existing: Existing | None = None,
     ) -> RecordOutcome:
         """Index one stored instance (new, or replacing the same SOP Instance UID).
 
         Creates the patient, study and series rows on first sight, keeps the
-        counters, and removes the intent — all in one transaction.
+        counters, and removes the intent — all in one transaction. ``existing``
+        is what the caller's duplicate check found; a concurrent writer that
+        changed it in the meantime is detected and handled by a retry.
         """
         now = utcnow()
-        for attempt in range(3):
+        use_cache = True
+        for attempt in range(4):
             try:
                 with self._write() as conn:
                     outcome = self._record(
-                        conn, header, object_key, size_bytes, sha256, source_ae, now
+                        conn,
+                        header,
+                        object_key,
+                        size_bytes,
+                        sha256,
+                        source_ae,
+                        now,
+                        existing,
+                        use_cache,
                     )
                     if intent_id is not None:
-                        conn.execute(delete(StoreIntent).where(StoreIntent.id == intent_id))
+                        conn.execute(_DEL_INTENT, {"b_id": intent_id})
                     return outcome
-            except IntegrityError:
-                # Another association created the same patient/study/series in the
-                # meantime (PostgreSQL); the next attempt finds it.
-                if attempt == 2:
+            except (IntegrityError, _StaleCache):
+                # Another writer created or removed rows in the meantime: look again.
+                if attempt == 3:
                     raise
-            except OperationalError as exc:
-                raise self._guard("record", exc) from exc
+                self._forget()
+                use_cache = False
+                existing = self.existing(header.sop_instance_uid)
             except SQLAlchemyError as exc:
                 raise self._guard("record", exc) from exc
         raise AssertionError("unreachable")
+
+    def _forget(self) -> None:
+        with self._cache_lock:
+            self._study_cache.clear()
+            self._series_cache.clear()
 
     def _record(
         self,
@@ -237,60 +326,68 @@ class SqlIndex:
         sha256: str,
         source_ae: str,
         now: datetime,
+        existing: Existing | None,
+        use_cache: bool,
     ) -> RecordOutcome:
         replaced = None
-        old = conn.execute(
-            select(Instance.id, Instance.series_pk, Instance.size_bytes, *_REF_COLUMNS)
-            .join(Series, Instance.series_pk == Series.id)
-            .join(Study, Series.study_pk == Study.id)
-            .where(Instance.sop_uid == h.sop_instance_uid)
-        ).first()
-        if old is not None:
-            replaced = _ref(old[3:])
-            self._remove_instance(conn, old.id, old.series_pk, old.size_bytes, now)
+        if existing is not None:
+            old = conn.execute(_SEL_REF_BY_PK, {"b_pk": existing.pk}).first()
+            if old is not None:
+                replaced = _ref(old)
+                self._remove_instance(
+                    conn, existing.pk, existing.series_pk, existing.size_bytes, now
+                )
+                self._forget()
+                use_cache = False
 
-        study_pk, created_study = self._study_pk(conn, h, now)
-        series_pk, created_series = self._series_pk(conn, h, study_pk, source_ae, now)
+        study_pk, created_study = self._study_pk(conn, h, now, use_cache)
+        series_pk, created_series = self._series_pk(conn, h, study_pk, source_ae, now, use_cache)
         conn.execute(
-            insert(Instance).values(
-                sop_uid=h.sop_instance_uid,
-                series_pk=series_pk,
-                sop_class_uid=h.sop_class_uid,
-                transfer_syntax_uid=h.transfer_syntax_uid,
-                instance_number=h.instance_number,
-                rows=h.rows,
-                columns=h.columns,
-                frames=h.frames,
-                bits_allocated=h.bits_allocated,
-                object_key=object_key,
-                dataset_offset=h.dataset_offset,
-                size_bytes=size_bytes,
-                sha256=sha256,
-                source_ae=source_ae,
-                received_at=now,
-            )
+            _INS_INSTANCE,
+            {
+                "sop_uid": h.sop_instance_uid,
+                "series_pk": series_pk,
+                "sop_class_uid": h.sop_class_uid,
+                "transfer_syntax_uid": h.transfer_syntax_uid,
+                "instance_number": h.instance_number,
+                "rows": h.rows,
+                "columns": h.columns,
+                "frames": h.frames,
+                "bits_allocated": h.bits_allocated,
+                "object_key": object_key,
+                "dataset_offset": h.dataset_offset,
+                "size_bytes": size_bytes,
+                "sha256": sha256,
+                "source_ae": source_ae,
+                "received_at": now,
+            },
         )
-        conn.execute(
-            update(Series)
-            .where(Series.id == series_pk)
-            .values(
-                num_instances=Series.num_instances + 1,
-                size_bytes=Series.size_bytes + size_bytes,
-                updated_at=now,
-            )
-        )
-        conn.execute(
-            update(Study)
-            .where(Study.id == study_pk)
-            .values(
-                num_instances=Study.num_instances + 1,
-                num_series=Study.num_series + (1 if created_series else 0),
-                size_bytes=Study.size_bytes + size_bytes,
-                updated_at=now,
-            )
-        )
+        counted = conn.execute(
+            _UPD_SERIES_COUNTS,
+            {"b_pk": series_pk, "b_uid": h.series_instance_uid, "b_size": size_bytes, "b_now": now},
+        ).rowcount
+        counted += conn.execute(
+            _UPD_STUDY_COUNTS,
+            {
+                "b_pk": study_pk,
+                "b_uid": h.study_instance_uid,
+                "b_size": size_bytes,
+                "b_new_series": 1 if created_series else 0,
+                "b_now": now,
+            },
+        ).rowcount
+        if counted != 2:
+            # A cached primary key whose row was deleted by another writer.
+            raise _StaleCache()
         if created_series:
             self._refresh_modalities(conn, study_pk)
+        with self._cache_lock:
+            if len(self._study_cache) > _CACHE_SIZE:
+                self._study_cache.clear()
+            if len(self._series_cache) > _CACHE_SIZE:
+                self._series_cache.clear()
+            self._study_cache[h.study_instance_uid] = study_pk
+            self._series_cache[h.series_instance_uid] = series_pk
         return RecordOutcome(created_study, created_series, replaced)
 
     def _patient_pk(self, conn: Connection, h: InstanceHeader, now: datetime) -> int:
@@ -312,8 +409,14 @@ class SqlIndex:
             .returning(Patient.id)
         ).scalar_one()
 
-    def _study_pk(self, conn: Connection, h: InstanceHeader, now: datetime) -> tuple[int, bool]:
-        pk = conn.execute(select(Study.id).where(Study.study_uid == h.study_instance_uid)).scalar()
+    def _study_pk(
+        self, conn: Connection, h: InstanceHeader, now: datetime, use_cache: bool
+    ) -> tuple[int, bool]:
+        if use_cache:
+            cached = self._study_cache.get(h.study_instance_uid)
+            if cached is not None:
+                return cached, False
+        pk = conn.execute(_SEL_STUDY, {"b_uid": h.study_instance_uid}).scalar()
         if pk is not None:
             return pk, False
         patient_pk = self._patient_pk(conn, h, now)
@@ -360,11 +463,19 @@ class SqlIndex:
         return pk, True
 
     def _series_pk(
-        self, conn: Connection, h: InstanceHeader, study_pk: int, source_ae: str, now: datetime
+        self,
+        conn: Connection,
+        h: InstanceHeader,
+        study_pk: int,
+        source_ae: str,
+        now: datetime,
+        use_cache: bool,
     ) -> tuple[int, bool]:
-        row = conn.execute(
-            select(Series.id, Series.study_pk).where(Series.series_uid == h.series_instance_uid)
-        ).first()
+        if use_cache:
+            cached = self._series_cache.get(h.series_instance_uid)
+            if cached is not None:
+                return cached, False
+        row = conn.execute(_SEL_SERIES, {"b_uid": h.series_instance_uid}).first()
         if row is not None:
             if row.study_pk != study_pk:
                 raise StorageUnavailable(
@@ -591,29 +702,32 @@ class SqlIndex:
 
     # ------------------------------------------------------------ remote AEs
 
+    _NODE_COLUMNS = (
+        RemoteAE.ae_title,
+        RemoteAE.host,
+        RemoteAE.port,
+        RemoteAE.can_store,
+        RemoteAE.can_query,
+        RemoteAE.can_retrieve,
+        RemoteAE.is_destination,
+        RemoteAE.description,
+        RemoteAE.last_seen_at,
+    )
+
     def list_nodes(self) -> list[RemoteNode]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(RemoteAE).order_by(RemoteAE.ae_title)).scalars()
-            return [self._node(r) for r in rows]
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(select(*self._NODE_COLUMNS).order_by(RemoteAE.ae_title))
+                return [RemoteNode(*row) for row in rows]
+        except SQLAlchemyError as exc:
+            raise self._guard("AE lookup", exc) from exc
 
     def get_node(self, ae_title: str) -> RemoteNode | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(RemoteAE).where(RemoteAE.ae_title == ae_title)).scalar()
-            return self._node(row) if row else None
-
-    @staticmethod
-    def _node(row: RemoteAE) -> RemoteNode:
-        return RemoteNode(
-            ae_title=row.ae_title,
-            host=row.host,
-            port=row.port,
-            can_store=row.can_store,
-            can_query=row.can_query,
-            can_retrieve=row.can_retrieve,
-            is_destination=row.is_destination,
-            description=row.description,
-            last_seen_at=row.last_seen_at,
-        )
+            row = conn.execute(
+                select(*self._NODE_COLUMNS).where(RemoteAE.ae_title == ae_title)
+            ).first()
+            return RemoteNode(*row) if row else None
 
     def upsert_node(self, node: RemoteNode) -> bool:
         """Add or update a node; returns True when it was new."""

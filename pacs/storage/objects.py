@@ -61,8 +61,11 @@ class ObjectStore(Protocol):
 
     name: str
 
-    def put_file(self, key: str, path: Path, *, consume: bool) -> None:
-        """Store the file at ``path`` under ``key``; with ``consume`` the file may be moved."""
+    def put_file(self, key: str, path: Path, *, consume: bool, synced: bool = False) -> None:
+        """Store the file at ``path`` under ``key``; with ``consume`` the file may be moved.
+
+        ``synced`` says the caller has already fsynced ``path`` itself.
+        """
         ...
 
     def put_bytes(self, key: str, data: bytes) -> None: ...

@@ -96,7 +96,7 @@ class S3ObjectStore:
         except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             raise StorageUnavailable(f"S3 unreachable for {what}: {exc}") from exc
 
-    def put_file(self, key: str, path: Path, *, consume: bool) -> None:
+    def put_file(self, key: str, path: Path, *, consume: bool, synced: bool = False) -> None:
         check_key(key)
         self._call(
             key,

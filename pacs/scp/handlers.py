@@ -1,0 +1,256 @@
+"""DICOM service handlers: thin adapters from pynetdicom events to the archive.
+
+Each handler extracts its inputs and the caller, calls the archive, and maps
+our errors to a DIMSE status through the table in :mod:`pacs.errors`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+from pynetdicom.events import Event
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+)
+
+from pacs.archive import Archive, Source
+from pacs.errors import InvalidQuery, NotAuthorized, PacsError
+from pacs.scp.identifiers import (
+    PATIENT_ROOT,
+    STUDY_ROOT,
+    build_response,
+    response_keywords,
+    retrieve_selectors,
+    to_query,
+)
+from pacs.scp.peers import Peers
+from pacs.scp.sending import StoredInstance, storage_contexts
+from pacs.storage.index import InstanceRef
+
+log = logging.getLogger(__name__)
+
+SUCCESS = 0x0000
+PENDING = 0xFF00
+CANCEL = 0xFE00
+# PS3.4 C.4.2.1.5: more sub-operations than a C-MOVE response can count.
+MAX_SUBOPERATIONS = 65535
+_PATIENT_ROOT = {
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelMove,
+    PatientRootQueryRetrieveInformationModelGet,
+}
+
+
+@dataclass
+class ScpContext:
+    archive: Archive
+    peers: Peers
+    ae_title: str
+
+
+def _caller(event: Event) -> tuple[str, str]:
+    requestor = event.assoc.requestor
+    return requestor.ae_title.strip(), f"{requestor.address}:{requestor.port}"
+
+
+def failure(status: int, reason: str) -> Dataset:
+    ds = Dataset()
+    ds.Status = status
+    # ErrorComment is LO: at most 64 characters.
+    ds.ErrorComment = reason[:64]
+    return ds
+
+
+def _refusal(exc: PacsError) -> Dataset:
+    return failure(exc.dicom_status, exc.reason)
+
+
+def _model(event: Event) -> str:
+    uid = event.request.AffectedSOPClassUID
+    return PATIENT_ROOT if uid in _PATIENT_ROOT else STUDY_ROOT
+
+
+# ---------------------------------------------------------------- association
+
+
+def handle_established(event: Event, ctx: ScpContext) -> None:
+    ae, addr = _caller(event)
+    log.info("association from %s (%s)", ae, addr)
+    ctx.peers.seen(ae)
+
+
+def handle_rejected(event: Event, ctx: ScpContext) -> None:
+    ae, addr = _caller(event)
+    primitive = getattr(event.assoc.requestor, "primitive", None)
+    called = str(getattr(primitive, "called_ae_title", "") or "").strip()
+    if ctx.peers.get(ae) is None and not ctx.peers.accept_unknown:
+        reason = f"calling AE {ae!r} is not enrolled (pacs ae add)"
+    elif called != ctx.ae_title:
+        reason = f"called AE {called!r} is not ours ({ctx.ae_title!r})"
+    else:
+        reason = "association refused"
+    log.warning("refused association from %s: %s", addr, reason)
+
+
+def handle_echo(event: Event, ctx: ScpContext) -> int:
+    return SUCCESS
+
+
+# ---------------------------------------------------------------- C-STORE
+
+
+def handle_store(event: Event, ctx: ScpContext) -> int | Dataset:
+    """Archive the received data set; Success only once it is durable and indexed."""
+    ae, addr = _caller(event)
+    if not ctx.peers.allows(ae, "store"):
+        log.warning("refused C-STORE from %s (%s): not allowed to store", ae, addr)
+        return failure(NotAuthorized.dicom_status, f"{ae} may not store here")
+    try:
+        ctx.archive.store_file(
+            event.dataset_path, source=Source("dicom", ae_title=ae, address=addr), consume=True
+        )
+    except PacsError as exc:
+        log.warning(
+            "C-STORE %s from %s failed: %s",
+            event.request.AffectedSOPInstanceUID,
+            ae,
+            exc.reason,
+        )
+        return _refusal(exc)
+    return SUCCESS
+
+
+# ---------------------------------------------------------------- C-FIND
+
+
+def handle_find(event: Event, ctx: ScpContext) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+    ae, addr = _caller(event)
+    if not ctx.peers.allows(ae, "query"):
+        log.warning("refused C-FIND from %s (%s): not allowed to query", ae, addr)
+        yield failure(NotAuthorized.dicom_status, f"{ae} may not query here"), None
+        return
+    try:
+        identifier = event.identifier
+        query, requested = to_query(identifier, _model(event))
+        rows = ctx.archive.search(query, response_keywords(query, requested))
+    except PacsError as exc:
+        log.warning("C-FIND from %s failed: %s", ae, exc.reason)
+        yield _refusal(exc), None
+        return
+    except Exception as exc:  # an identifier pydicom cannot decode
+        log.warning("C-FIND from %s: unreadable identifier: %s", ae, exc)
+        yield failure(InvalidQuery.dicom_status, f"unreadable identifier: {exc}"), None
+        return
+    charset = identifier.get("SpecificCharacterSet", "") or ""
+    if not isinstance(charset, str):
+        charset = "\\".join(charset)
+    log.info("C-FIND %s from %s: %d match(es)", query.level.value, ae, len(rows))
+    for row in rows:
+        if event.is_cancelled:
+            yield CANCEL, None
+            return
+        yield (
+            PENDING,
+            build_response(
+                row, query, requested, request_charset=charset, retrieve_ae=ctx.ae_title
+            ),
+        )
+
+
+# ---------------------------------------------------------------- C-MOVE / C-GET
+
+
+def _matches(event: Event, ctx: ScpContext) -> list[InstanceRef]:
+    selectors = retrieve_selectors(event.identifier, _model(event))
+    return ctx.archive.instances(**selectors)
+
+
+def _stored(ctx: ScpContext, ref: InstanceRef) -> StoredInstance:
+    return StoredInstance(ref, lambda: ctx.archive.readable_path(ref))
+
+
+def handle_move(event: Event, ctx: ScpContext) -> Iterator[Any]:
+    ae, addr = _caller(event)
+    destination = event.move_destination
+    if isinstance(destination, bytes):
+        destination = destination.decode("ascii", "replace")
+    destination = destination.strip()
+    node = ctx.peers.get(destination)
+    if node is None or not ctx.peers.allows(destination, "destination"):
+        log.warning(
+            "refused C-MOVE from %s (%s): destination %r is not an enrolled move destination",
+            ae,
+            addr,
+            destination,
+        )
+        yield None, None
+        return
+    refusal = None
+    refs: list[InstanceRef] = []
+    if not ctx.peers.allows(ae, "retrieve"):
+        refusal = failure(NotAuthorized.dicom_status, f"{ae} may not retrieve here")
+        log.warning("refused C-MOVE from %s (%s): not allowed to retrieve", ae, addr)
+    else:
+        try:
+            refs = _matches(event, ctx)
+        except PacsError as exc:
+            refusal = _refusal(exc)
+            log.warning("C-MOVE from %s failed: %s", ae, exc.reason)
+    if refusal is None and len(refs) > MAX_SUBOPERATIONS:
+        refusal = failure(0xA701, f"{len(refs)} instances: more than one C-MOVE can count")
+    yield node.host, node.port, {"contexts": storage_contexts(refs) or None}
+    if refusal is not None:
+        # pynetdicom takes the failure as the final response once it has a count.
+        yield 1
+        yield refusal, None
+        return
+    log.info("C-MOVE from %s to %s: %d instance(s)", ae, destination, len(refs))
+    yield len(refs)
+    for ref in refs:
+        if event.is_cancelled:
+            yield CANCEL, None
+            return
+        yield PENDING, _stored(ctx, ref)
+
+
+def handle_get(event: Event, ctx: ScpContext) -> Iterator[Any]:
+    ae, addr = _caller(event)
+    if not ctx.peers.allows(ae, "retrieve"):
+        log.warning("refused C-GET from %s (%s): not allowed to retrieve", ae, addr)
+        yield 1
+        yield failure(NotAuthorized.dicom_status, f"{ae} may not retrieve here"), None
+        return
+    try:
+        refs = _matches(event, ctx)
+    except PacsError as exc:
+        log.warning("C-GET from %s failed: %s", ae, exc.reason)
+        yield 1
+        yield _refusal(exc), None
+        return
+    log.info("C-GET from %s: %d instance(s)", ae, len(refs))
+    yield len(refs)
+    for ref in refs:
+        if event.is_cancelled:
+            yield CANCEL, None
+            return
+        yield PENDING, _stored(ctx, ref)
+
+
+def bindings(ctx: ScpContext) -> list[tuple[Any, Any, list[Any]]]:
+    """The event handlers of our SCP, bound to their dependencies."""
+    return [
+        (evt.EVT_ESTABLISHED, handle_established, [ctx]),
+        (evt.EVT_REJECTED, handle_rejected, [ctx]),
+        (evt.EVT_C_ECHO, handle_echo, [ctx]),
+        (evt.EVT_C_STORE, handle_store, [ctx]),
+        (evt.EVT_C_FIND, handle_find, [ctx]),
+        (evt.EVT_C_MOVE, handle_move, [ctx]),
+        (evt.EVT_C_GET, handle_get, [ctx]),
+    ]

@@ -1,0 +1,199 @@
+"""C-FIND / C-MOVE / C-GET identifiers ↔ archive queries and response data sets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.valuerep import PersonName
+
+from pacs.charset import python_codecs
+from pacs.errors import InvalidQuery
+from pacs.storage.matching import Level, Query
+
+PATIENT_ROOT = "patient"
+STUDY_ROOT = "study"
+
+# Keys every response at a level carries (PS3.4 C.6.1.1 / C.6.2.1 unique keys).
+_UNIQUE_KEYS = {
+    Level.PATIENT: ("PatientID",),
+    Level.STUDY: ("StudyInstanceUID",),
+    Level.SERIES: ("SeriesInstanceUID",),
+    Level.IMAGE: ("SOPInstanceUID",),
+}
+_LEVEL_ORDER = [Level.PATIENT, Level.STUDY, Level.SERIES, Level.IMAGE]
+_NOT_CRITERIA = {"QueryRetrieveLevel", "SpecificCharacterSet", "RetrieveAETitle"}
+_INTEGER_KEYS = {
+    "NumberOfStudyRelatedSeries",
+    "NumberOfStudyRelatedInstances",
+    "NumberOfSeriesRelatedInstances",
+    "NumberOfPatientRelatedStudies",
+    "NumberOfPatientRelatedSeries",
+    "NumberOfPatientRelatedInstances",
+    "SeriesNumber",
+    "InstanceNumber",
+}
+
+
+def query_level(identifier: Dataset, model: str) -> Level:
+    raw = str(identifier.get("QueryRetrieveLevel", "") or "").strip().upper()
+    try:
+        level = Level(raw)
+    except ValueError as exc:
+        raise InvalidQuery(f"invalid QueryRetrieveLevel {raw!r}") from exc
+    if level is Level.PATIENT and model == STUDY_ROOT:
+        raise InvalidQuery("PATIENT level is not part of the Study Root model")
+    return level
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, MultiValue | list | tuple):
+        return "\\".join(_as_text(v) for v in value)
+    if isinstance(value, PersonName):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return str(value)
+
+
+def to_query(identifier: Dataset, model: str) -> tuple[Query, list[DataElement]]:
+    """The archive query and the return keys (as elements) an identifier asks for."""
+    level = query_level(identifier, model)
+    criteria: dict[str, str] = {}
+    requested: list[DataElement] = []
+    for elem in identifier:
+        if elem.tag.group in (0x0000, 0x0002) or elem.keyword in _NOT_CRITERIA:
+            continue
+        requested.append(elem)
+        if elem.VR == "SQ" or not elem.keyword:
+            continue
+        try:
+            text = _as_text(elem.value).strip()
+        except Exception as exc:  # undecodable bytes in the request
+            raise InvalidQuery(f"cannot decode {elem.keyword}: {exc}") from exc
+        if text:
+            criteria[elem.keyword] = text
+    return Query(level, criteria), requested
+
+
+def retrieve_selectors(identifier: Dataset, model: str) -> dict[str, Any]:
+    """UIDs a C-MOVE / C-GET identifier selects, as ``Archive.instances`` arguments.
+
+    PS3.4 C.4.2.2.1: the unique keys of the retrieve level and above; lists of
+    UIDs are allowed at the retrieve level.
+    """
+    level = query_level(identifier, model)
+
+    def uids(keyword: str) -> list[str]:
+        value = identifier.get(keyword)
+        if value is None or value == "":
+            return []
+        text = _as_text(value)
+        return [u.strip() for u in text.split("\\") if u.strip()]
+
+    selectors: dict[str, Any] = {}
+    if level is Level.PATIENT:
+        patient_ids = uids("PatientID")
+        if len(patient_ids) != 1:
+            raise InvalidQuery("a PATIENT level retrieve needs exactly one PatientID")
+        selectors["patient_id"] = patient_ids[0]
+        return selectors
+    studies = uids("StudyInstanceUID")
+    if not studies:
+        raise InvalidQuery("a retrieve needs StudyInstanceUID")
+    selectors["study_uids"] = studies
+    if level in (Level.SERIES, Level.IMAGE):
+        series = uids("SeriesInstanceUID")
+        if not series:
+            raise InvalidQuery(f"a {level} level retrieve needs SeriesInstanceUID")
+        selectors["series_uids"] = series
+    if level is Level.IMAGE:
+        sops = uids("SOPInstanceUID")
+        if not sops:
+            raise InvalidQuery("an IMAGE level retrieve needs SOPInstanceUID")
+        selectors["sop_uids"] = sops
+    return selectors
+
+
+def response_keywords(query: Query, requested: Sequence[DataElement]) -> list[str]:
+    """What the index must fetch: the requested keys plus the unique keys down to the level."""
+    keywords = [e.keyword for e in requested if e.keyword]
+    depth = _LEVEL_ORDER.index(query.level)
+    for level in _LEVEL_ORDER[: depth + 1]:
+        if level is Level.PATIENT and query.level is not Level.PATIENT:
+            continue
+        keywords.extend(_UNIQUE_KEYS[level])
+    return list(dict.fromkeys(keywords))
+
+
+def _encodable(values: Sequence[str], charset: str) -> bool:
+    codecs = python_codecs(charset.split("\\") if charset else "")
+    for value in values:
+        if value.isascii():
+            continue
+        # ISO 2022 sets switch code pages with escapes; pydicom does that per value.
+        if not any(_fits(value, codec) for codec in codecs):
+            return False
+    return True
+
+
+def _fits(value: str, codec: str) -> bool:
+    try:
+        value.encode(codec)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def build_response(
+    row: dict[str, Any],
+    query: Query,
+    requested: Sequence[DataElement],
+    *,
+    request_charset: str,
+    retrieve_ae: str,
+) -> Dataset:
+    """One C-FIND response identifier in the requested (or a sufficient) character set."""
+    ds = Dataset()
+    texts = [v for v in row.values() if isinstance(v, str)]
+    charset = request_charset
+    if not _encodable(texts, charset):
+        # The requested set cannot carry these names; UTF-8 can carry any.
+        charset = "ISO_IR 192"
+    if charset:
+        ds.SpecificCharacterSet = charset.split("\\") if "\\" in charset else charset
+    ds.QueryRetrieveLevel = query.level.value
+    for elem in requested:
+        keyword = elem.keyword
+        if keyword and keyword in row:
+            _set(ds, keyword, row[keyword])
+        elif keyword == "InstanceAvailability":
+            ds.InstanceAvailability = "ONLINE"
+        elif elem.VR == "SQ":
+            ds.add_new(elem.tag, "SQ", [])
+        else:
+            # PS3.4 C.2.2.3: a requested key we do not keep is returned empty.
+            ds.add_new(elem.tag, elem.VR, None)
+    for keyword in _UNIQUE_KEYS[query.level]:
+        if keyword not in ds and keyword in row:
+            _set(ds, keyword, row[keyword])
+    ds.RetrieveAETitle = retrieve_ae
+    return ds
+
+
+def _set(ds: Dataset, keyword: str, value: Any) -> None:
+    if value is None or value == "":
+        setattr(ds, keyword, None)
+        return
+    if keyword == "ModalitiesInStudy":
+        setattr(ds, keyword, [m for m in str(value).split("\\") if m])
+        return
+    if keyword in _INTEGER_KEYS:
+        setattr(ds, keyword, int(value))
+        return
+    setattr(ds, keyword, value)

@@ -1,0 +1,74 @@
+"""Which remote AEs may talk to us and what they may do, cached for a few seconds.
+
+Every association and every request asks; the registry lives in the index (so
+`pacs ae add` on any node takes effect everywhere), and a short cache keeps the
+lookups off the hot path.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Literal
+
+from pacs.archive import Archive
+from pacs.storage.index import RemoteNode
+
+Action = Literal["store", "query", "retrieve", "destination"]
+_FLAG = {
+    "store": "can_store",
+    "query": "can_query",
+    "retrieve": "can_retrieve",
+    "destination": "is_destination",
+}
+# Not an AE title anyone can send: backslash is outside the AE character repertoire.
+_NOBODY = "\\nobody\\"
+
+
+class Peers:
+    def __init__(self, archive: Archive, *, accept_unknown: bool, ttl_s: float = 2.0) -> None:
+        self.archive = archive
+        self.accept_unknown = accept_unknown
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._nodes: dict[str, RemoteNode] = {}
+        self._loaded_at = -1e9
+        self._seen: dict[str, float] = {}
+
+    def _refresh(self) -> dict[str, RemoteNode]:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._loaded_at > self.ttl_s:
+                self._nodes = {n.ae_title: n for n in self.archive.nodes()}
+                self._loaded_at = now
+            return self._nodes
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._loaded_at = -1e9
+
+    def get(self, ae_title: str) -> RemoteNode | None:
+        return self._refresh().get(ae_title.strip())
+
+    def allows(self, ae_title: str, action: Action) -> bool:
+        node = self.get(ae_title)
+        if node is None:
+            # An unknown AE has no address, so it can never be a move destination.
+            return self.accept_unknown and action != "destination"
+        return bool(getattr(node, _FLAG[action]))
+
+    def calling_allowlist(self) -> list[str]:
+        """The list pynetdicom checks calling AE titles against ([] admits everyone)."""
+        if self.accept_unknown:
+            return []
+        return list(self._refresh()) or [_NOBODY]
+
+    def seen(self, ae_title: str) -> None:
+        """Record the node's last contact, at most once a minute per node."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._seen.get(ae_title, -1e9) < 60:
+                return
+            self._seen[ae_title] = now
+        if self.get(ae_title) is not None:
+            self.archive.seen_node(ae_title)

@@ -1,0 +1,159 @@
+"""Sending archived instances over C-STORE sub-operations (C-MOVE, C-GET) and pushes.
+
+pynetdicom's Q/R SCP wants the handler to yield ``Dataset`` objects and then
+re-encodes them, which costs a full parse per instance and does not promise the
+archived bytes. :class:`StoredInstance` is a ``Dataset`` that only *names* an
+archived file; :func:`install` makes ``Association.send_c_store`` send such an
+object straight from its file (the data set bytes exactly as stored) when the
+peer accepted its transfer syntax, and otherwise decompresses it to a syntax the
+peer accepted.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from pynetdicom import _config
+from pynetdicom.association import Association
+from pynetdicom.presentation import PresentationContext, build_context
+
+from pacs.storage.index import InstanceRef
+
+log = logging.getLogger(__name__)
+
+UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+NATIVE = frozenset(
+    {
+        ImplicitVRLittleEndian,
+        ExplicitVRLittleEndian,
+        ExplicitVRBigEndian,
+        DeflatedExplicitVRLittleEndian,
+    }
+)
+# pynetdicom (and DICOM, PS3.8 9.3.2.2) allows at most 128 presentation contexts.
+MAX_CONTEXTS = 128
+
+
+class StoredInstance(Dataset):
+    """A stand-in ``Dataset`` for an archived instance, sent from its file."""
+
+    def __init__(
+        self, ref: InstanceRef, local_file: Callable[[], AbstractContextManager[Path]]
+    ) -> None:
+        super().__init__()
+        self.SOPClassUID = ref.sop_class_uid
+        self.SOPInstanceUID = ref.sop_uid
+        self._pacs_ref = ref
+        self._pacs_local_file = local_file
+
+    @property
+    def ref(self) -> InstanceRef:
+        return self._pacs_ref
+
+    def local_file(self) -> AbstractContextManager[Path]:
+        return self._pacs_local_file()
+
+
+def accepted_syntaxes(assoc: Association, sop_class: str) -> list[UID]:
+    """Transfer syntaxes we may use to send ``sop_class`` on ``assoc`` as the SCU."""
+    out = []
+    for cx in assoc.accepted_contexts:
+        if cx.abstract_syntax == sop_class and cx.as_scu:
+            out.append(UID(cx.transfer_syntax[0]))
+    return out
+
+
+def _decompressed(path: Path, allowed: Sequence[UID]) -> Dataset:
+    ds = dcmread(path)
+    ts = ds.file_meta.TransferSyntaxUID
+    if ts.is_compressed:
+        ds.decompress()
+    if ds.file_meta.TransferSyntaxUID not in allowed:
+        # pynetdicom converts between the uncompressed syntaxes itself.
+        target = next((t for t in allowed if t in UNCOMPRESSED), None)
+        if target is None:
+            raise ValueError(f"the peer accepts none of our syntaxes for {ds.SOPClassUID}")
+        ds.file_meta.TransferSyntaxUID = target
+    return ds
+
+
+def send_stored(
+    original: Callable[..., Dataset], assoc: Association, instance: StoredInstance, **kwargs: Any
+) -> Dataset:
+    ref = instance.ref
+    allowed = accepted_syntaxes(assoc, ref.sop_class_uid)
+    if not allowed:
+        raise ValueError(f"no accepted presentation context for SOP Class {ref.sop_class_uid}")
+    with instance.local_file() as path:
+        if ref.transfer_syntax_uid in allowed:
+            # Sent as archived: pynetdicom streams the data set from the file.
+            return original(assoc, path, **kwargs)
+        log.info(
+            "transcoding %s from %s for %s (peer accepted %s)",
+            ref.sop_uid,
+            ref.transfer_syntax_uid,
+            assoc.acceptor.ae_title if assoc.is_requestor else assoc.requestor.ae_title,
+            ", ".join(allowed),
+        )
+        return original(assoc, _decompressed(path, allowed), **kwargs)
+
+
+_installed = False
+
+
+def install() -> None:
+    """Teach ``Association.send_c_store`` to send :class:`StoredInstance` objects."""
+    global _installed
+    if _installed:
+        return
+    # Sending a path streams its data set; we only ever pass paths from send_stored.
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    original = Association.send_c_store
+
+    @functools.wraps(original)
+    def send_c_store(self: Association, dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
+        if isinstance(dataset, StoredInstance):
+            if args:
+                kwargs = dict(
+                    zip(
+                        ("msg_id", "priority", "originator_aet", "originator_id"),
+                        args,
+                        strict=False,
+                    )
+                )
+            return send_stored(original, self, dataset, **kwargs)
+        return original(self, dataset, *args, **kwargs)
+
+    Association.send_c_store = send_c_store  # type: ignore[method-assign]
+    _installed = True
+
+
+def storage_contexts(refs: Iterable[InstanceRef]) -> list[PresentationContext]:
+    """Contexts to propose for sending ``refs``: each stored syntax on its own context,
+    plus an uncompressed fallback per SOP class (so the peer may pick either)."""
+    stored: dict[str, set[str]] = {}
+    for ref in refs:
+        stored.setdefault(ref.sop_class_uid, set()).add(ref.transfer_syntax_uid)
+    contexts = []
+    for sop_class, syntaxes in sorted(stored.items()):
+        for ts in sorted(syntaxes - set(UNCOMPRESSED)):
+            contexts.append(build_context(sop_class, [ts]))
+        contexts.append(build_context(sop_class, list(UNCOMPRESSED)))
+    if len(contexts) > MAX_CONTEXTS:
+        # Too many combinations: keep the uncompressed fallbacks, which carry anything.
+        contexts = [cx for cx in contexts if len(cx.transfer_syntax) > 1][:MAX_CONTEXTS]
+    return contexts

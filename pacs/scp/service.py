@@ -1,0 +1,169 @@
+"""The DICOM service: our Application Entity on a listening socket.
+
+The socket is created by the process supervisor and shared by every worker
+process (pre-fork), so several modalities sending at once use every core.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from typing import Any
+
+from pynetdicom import AE, _config
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from pacs.archive import Archive
+from pacs.config import Settings
+from pacs.scp import sending, tuning
+from pacs.scp.handlers import ScpContext, bindings
+from pacs.scp.peers import Peers
+
+log = logging.getLogger(__name__)
+
+QUERY_RETRIEVE = (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelMove,
+    PatientRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelGet,
+)
+QR_SYNTAXES = [
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+]
+
+
+class PacsAE(AE):
+    """An AE whose list of admitted calling AE titles is the live registry."""
+
+    def __init__(self, ae_title: str, peers: Peers) -> None:
+        super().__init__(ae_title)
+        self._peers = peers
+
+    @property  # type: ignore[override]
+    def require_calling_aet(self) -> list[str]:
+        return self._peers.calling_allowlist()
+
+    @require_calling_aet.setter
+    def require_calling_aet(self, ae_titles: list[str]) -> None:
+        raise AttributeError("calling AE titles come from the registry (pacs ae add)")
+
+
+class SharedSocketServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server, accepting on a socket it did not create."""
+
+    def __init__(self, listener: socket.socket, ae: AE, **kwargs: Any) -> None:
+        self._listener = listener
+        super().__init__(ae, listener.getsockname()[:2], **kwargs)
+
+    def server_bind(self) -> None:
+        self.socket.close()
+        self.socket = self._listener
+        # Other workers accept on the same socket: whoever loses the race must not block.
+        self.socket.setblocking(False)
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        """Already listening (the supervisor called listen)."""
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        client, address = self._listener.accept()
+        client.setblocking(True)
+        tuning.set_nodelay(client)
+        return client, address
+
+    def server_close(self) -> None:
+        """The listener belongs to the supervisor; only stop using it."""
+
+
+def build_ae(settings: Settings, peers: Peers) -> PacsAE:
+    ae = PacsAE(settings.ae_title, peers)
+    ae.require_called_aet = True
+    ae.maximum_pdu_size = settings.max_pdu_size
+    ae.dimse_timeout = settings.dimse_timeout_s
+    ae.network_timeout = settings.network_timeout_s
+    ae.acse_timeout = 30
+    ae.maximum_associations = 64
+    ae.add_supported_context(Verification, QR_SYNTAXES)
+    for sop_class in QUERY_RETRIEVE:
+        ae.add_supported_context(sop_class, QR_SYNTAXES)
+    return ae
+
+
+def configure_pynetdicom() -> None:
+    """Process-wide pynetdicom settings (workers call this once)."""
+    # Spool received data sets to disk instead of memory: large multi-frame
+    # objects would otherwise each cost their size in RAM.
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    # Accept every storage SOP class, including private and future ones, in the
+    # transfer syntax the modality offers first.
+    _config.UNRESTRICTED_STORAGE_SERVICE = True
+    _config.LOG_HANDLER_LEVEL = "none"
+    tuning.install()
+    sending.install()
+
+
+class DicomService:
+    """Runs the SCP on a shared listening socket until asked to stop."""
+
+    def __init__(self, settings: Settings, archive: Archive) -> None:
+        configure_pynetdicom()
+        self.settings = settings
+        self.archive = archive
+        self.peers = Peers(archive, accept_unknown=settings.accept_unknown_aes)
+        self.context = ScpContext(archive, self.peers, settings.ae_title)
+        self.ae = build_ae(settings, self.peers)
+        self.server: SharedSocketServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, listener: socket.socket) -> None:
+        server = SharedSocketServer(
+            listener,
+            self.ae,
+            ae_title=self.settings.ae_title,
+            contexts=self.ae.supported_contexts,
+            evt_handlers=bindings(self.context),
+        )
+        self.ae._servers.append(server)
+        self.server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name="dicom-accept",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def active_associations(self) -> int:
+        return len(self.server.active_associations) if self.server else 0
+
+    def stop(self, grace_s: float) -> None:
+        """Stop accepting; let open associations finish for ``grace_s``, then refuse
+        further stores and abort what is left."""
+        if self.server is None:
+            return
+        self.server.shutdown()
+        deadline = time.monotonic() + grace_s
+        while self.active_associations() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.archive.stop_accepting()
+        remaining = list(self.server.active_associations)
+        if remaining:
+            log.warning("aborting %d association(s) still open at shutdown", len(remaining))
+            for assoc in remaining:
+                assoc.abort()
