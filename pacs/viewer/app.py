@@ -1,23 +1,69 @@
-"""Flask application factory: the web side of pacs."""
+"""Flask application factory: the web side of pacs.
+
+Each concern is a module with a ``register(app, archive)`` function: sign-in and
+users (``auth``), the pages (``ui``), the JSON the pages use (``api``) and the
+DICOMweb services (``dicomweb``). They all reach patient data only through the
+archive, and only after :func:`pacs.viewer.access.require_principal`.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import tempfile
+from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from pacs.archive import Archive
 from pacs.config import Settings
 from pacs.errors import PacsError
+from pacs.viewer import api, auth, dicomweb, ui
 
 log = logging.getLogger(__name__)
 
 
+def secret_key(settings: Settings) -> str:
+    """The key that signs sessions: configured, or generated once per data directory.
+
+    Several workers may start at once: the key is written to a private temporary
+    file and linked into place, so exactly one key wins and every worker reads it.
+    """
+    if settings.secret_key:
+        return settings.secret_key
+    path = settings.data_dir / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret_key.")
+        try:
+            os.write(fd, secrets.token_hex(32).encode())
+            os.close(fd)
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return path.read_text().strip()
+
+
+def _wants_json() -> bool:
+    if request.path.startswith(("/api/", "/dicomweb")):
+        return True
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "application/json"
+
+
 def create_app(settings: Settings, archive: Archive) -> Flask:
     app = Flask(__name__, static_folder=None)
-    app.config["PACS_SETTINGS"] = settings
+    app.config.update(
+        SECRET_KEY=secret_key(settings),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PACS_SETTINGS=settings,
+    )
     app.extensions["pacs_archive"] = archive
 
     @app.get("/healthz")
@@ -30,11 +76,19 @@ def create_app(settings: Settings, archive: Archive) -> Flask:
 
     @app.errorhandler(PacsError)
     def pacs_error(exc: PacsError) -> Any:
-        log.warning("%s: %s", type(exc).__name__, exc.reason)
+        log.warning(
+            "%s %s refused: %s: %s", request.method, request.path, type(exc).__name__, exc.reason
+        )
         return jsonify(error=type(exc).__name__, reason=exc.reason), exc.http_status
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
+        if not _wants_json():
+            return exc
         return jsonify(error=exc.name, reason=exc.description), exc.code
 
+    auth.register(app, archive)
+    ui.register(app, archive)
+    api.register(app, archive)
+    dicomweb.register(app, archive)
     return app
