@@ -30,6 +30,7 @@ def build_object_store(settings: Settings) -> ObjectStore:
             settings.s3_secret_key,
             secure=settings.s3_secure,
             region=settings.s3_region,
+            timeout_s=settings.s3_timeout_s,
         )
     raise ConfigError(f"unknown storage backend {settings.storage!r}")
 

@@ -59,6 +59,8 @@ class Settings:
     s3_secret_key: str = ""
     s3_secure: bool = True
     s3_region: str = ""
+    # Seconds of silence after which an S3 request fails (the store answers 0xA700).
+    s3_timeout_s: float = 5.0
 
     # Unknown calling AE titles are refused unless this is set.
     accept_unknown_aes: bool = False

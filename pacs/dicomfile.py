@@ -123,12 +123,23 @@ def _int(ds: Dataset, keyword: str) -> int | None:
         return None
 
 
-def _digits(value: str, length: int) -> str:
-    """Dates and times as plain digits (old files write 2001.01.31 or 10:15:00)."""
-    cleaned = value.replace(".", "").replace(":", "").replace("-", "") if length == 8 else value
-    if length != 8:
-        cleaned = value.replace(":", "")
-    return cleaned.strip()[:16]
+def _date(value: str) -> str:
+    """A DA value as YYYYMMDD (old files write 2001.01.31), or "" when it is not a date."""
+    cleaned = value.replace(".", "").replace("-", "").strip()
+    return cleaned if len(cleaned) == 8 and cleaned.isdigit() else ""
+
+
+def _time(value: str) -> str:
+    """A TM value as HHMMSS[.ffffff]: "1200" and "12:00" become "120000".
+
+    Stored this way, times compare as strings, so range matching needs no parsing.
+    """
+    cleaned = value.replace(":", "").strip()
+    whole, dot, fraction = cleaned.partition(".")
+    if not whole.isdigit() or len(whole) > 6 or len(whole) % 2:
+        return ""
+    fraction = "".join(c for c in fraction if c.isdigit())[:6]
+    return whole.ljust(6, "0") + ("." + fraction if dot and fraction else "")
 
 
 def _read_meta(fp: BinaryIO) -> tuple[FileMetaDataset, int]:
@@ -267,10 +278,10 @@ def _header(
         patient_id=_text(ds, "PatientID"),
         issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
         patient_name=_text(ds, "PatientName"),
-        patient_birth_date=_digits(_text(ds, "PatientBirthDate"), 8)[:8],
+        patient_birth_date=_date(_text(ds, "PatientBirthDate")),
         patient_sex=_text(ds, "PatientSex")[:16],
-        study_date=_digits(_text(ds, "StudyDate"), 8)[:8],
-        study_time=_digits(_text(ds, "StudyTime"), 16),
+        study_date=_date(_text(ds, "StudyDate")),
+        study_time=_time(_text(ds, "StudyTime")),
         accession_number=_text(ds, "AccessionNumber")[:64],
         study_id=_text(ds, "StudyID")[:16],
         study_description=_text(ds, "StudyDescription")[:64],
@@ -280,8 +291,8 @@ def _header(
         series_number=_int(ds, "SeriesNumber"),
         series_description=_text(ds, "SeriesDescription")[:64],
         body_part=_text(ds, "BodyPartExamined")[:64],
-        series_date=_digits(_text(ds, "SeriesDate"), 8)[:8],
-        series_time=_digits(_text(ds, "SeriesTime"), 16),
+        series_date=_date(_text(ds, "SeriesDate")),
+        series_time=_time(_text(ds, "SeriesTime")),
         station_name=_text(ds, "StationName")[:64],
         instance_number=_int(ds, "InstanceNumber"),
         rows=_int(ds, "Rows"),

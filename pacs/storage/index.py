@@ -610,7 +610,11 @@ class SqlIndex:
         if study_scope is not None:
             stmt = stmt.where(Study.id.in_(list(study_scope)))
         stmt = stmt.order_by(
-            Study.id, Series.series_number, Series.id, Instance.instance_number, Instance.id
+            Study.id,
+            Series.series_number.asc().nulls_last(),
+            Series.id,
+            Instance.instance_number.asc().nulls_last(),
+            Instance.id,
         )
         try:
             with self.engine.connect() as conn:

@@ -442,7 +442,9 @@ def order_clauses(query: Query) -> list[ColumnElement]:
         attr = attrs.get(keyword)
         if attr is None or attr.column is None:
             raise InvalidQuery(f"cannot sort by {keyword}")
-        order.append(attr.column.desc() if descending else attr.column.asc())
+        # NULLS LAST on both backends: SQLite and PostgreSQL disagree by default.
+        column = attr.column
+        order.append(column.desc().nulls_last() if descending else column.asc().nulls_last())
     # A stable tie-breaker so pages never overlap.
     tiebreak = {
         Level.PATIENT: Patient.id,
@@ -453,7 +455,7 @@ def order_clauses(query: Query) -> list[ColumnElement]:
     if not order and query.level is Level.STUDY:
         order = [Study.study_date.desc(), Study.study_time.desc()]
     if not order and query.level is Level.SERIES:
-        order = [Series.series_number.asc()]
+        order = [Series.series_number.asc().nulls_last()]
     if not order and query.level is Level.IMAGE:
-        order = [Instance.instance_number.asc()]
+        order = [Instance.instance_number.asc().nulls_last()]
     return [*order, tiebreak.asc()]

@@ -55,16 +55,23 @@ class S3ObjectStore:
         secure: bool = True,
         region: str = "",
         create_bucket: bool = True,
+        timeout_s: float = 5.0,
     ) -> None:
         self.bucket = bucket
-        # Short retries: a modality waits on us, and a dead endpoint must turn into
-        # a clear "out of resources" status rather than a hung association.
+        # A modality waits on us: a dead or hung endpoint must become a clear "out
+        # of resources" status within seconds, not a hung association. The read
+        # timeout bounds silence between bytes, not a whole (large) transfer, and
+        # a read that timed out is not retried: a hung server will not answer.
         http = urllib3.PoolManager(
             num_pools=4,
             maxsize=16,
-            timeout=urllib3.Timeout(connect=5, read=60),
+            timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
             retries=urllib3.Retry(
-                total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
+                total=2,
+                connect=2,
+                read=0,
+                backoff_factor=0.2,
+                status_forcelist=[500, 502, 503, 504],
             ),
         )
         self.client = Minio(
@@ -127,7 +134,13 @@ class S3ObjectStore:
             return b""
 
         def fetch() -> bytes:
-            response = self.client.get_object(self.bucket, key, offset=start, length=length)
+            try:
+                response = self.client.get_object(self.bucket, key, offset=start, length=length)
+            except S3Error as exc:
+                # Past the end: S3 says 416; a file would read nothing, and so do we.
+                if exc.code == "InvalidRange":
+                    return b""
+                raise
             try:
                 return response.read()
             finally:
