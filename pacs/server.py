@@ -133,6 +133,8 @@ class Supervisor:
         self.ctx = multiprocessing.get_context("fork")
         self.workers: dict[int, tuple[multiprocessing.process.BaseProcess, int]] = {}
         self.stopping = False
+        self._started_at: dict[int, float] = {}
+        self._quick_deaths: dict[int, int] = {}
 
     def _spawn(self, spec: WorkerSpec) -> None:
         proc = self.ctx.Process(
@@ -141,6 +143,16 @@ class Supervisor:
         proc.start()
         assert proc.pid is not None
         self.workers[proc.pid] = (proc, spec.number)
+        self._started_at[spec.number] = time.monotonic()
+
+    def _respawn_delay(self, number: int) -> float:
+        """Back off when a worker keeps dying right after it starts (a crash loop)."""
+        if time.monotonic() - self._started_at.get(number, 0.0) > 30:
+            self._quick_deaths[number] = 0
+            return 0.0
+        deaths = self._quick_deaths.get(number, 0) + 1
+        self._quick_deaths[number] = deaths
+        return min(0.5 * 2 ** (deaths - 1), 30.0)
 
     def _reap(self, pid: int, proc: multiprocessing.process.BaseProcess) -> None:
         """Clean up after a dead worker: its half-done stores and its spool."""

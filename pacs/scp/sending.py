@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable, Sequence
+import os
+import struct
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -29,8 +32,12 @@ from pydicom.uid import (
 )
 from pynetdicom import _config
 from pynetdicom.association import Association
+from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import encode
 from pynetdicom.presentation import PresentationContext, build_context
 
+from pacs.scp.tuning import send_lock
 from pacs.storage.index import InstanceRef
 
 log = logging.getLogger(__name__)
@@ -91,6 +98,92 @@ def _decompressed(path: Path, allowed: Sequence[UID]) -> Dataset:
     return ds
 
 
+def _context_id(assoc: Association, sop_class: str, syntax: str) -> int:
+    for cx in assoc.accepted_contexts:
+        if cx.abstract_syntax == sop_class and cx.transfer_syntax[0] == syntax and cx.as_scu:
+            return int(cx.context_id)  # type: ignore[arg-type]
+    raise ValueError(f"no accepted context for {sop_class} in {syntax}")
+
+
+def _pdv_chunks(length: int, max_pdu: int) -> Iterator[tuple[int, int, bool]]:
+    """(offset, size, last) of the data set fragments for a peer's maximum PDU."""
+    # PS3.8 9.3.5: a P-DATA-TF holds PDV items of 4 (length) + 1 (context) +
+    # 1 (control header) bytes plus the fragment; one item per PDU here.
+    step = length if max_pdu == 0 else max(1, max_pdu - 6)
+    offset = 0
+    while True:
+        size = min(step, length - offset)
+        yield offset, size, offset + size >= length
+        offset += size
+        if offset >= length:
+            return
+
+
+def _pdu_header(context_id: int, control: int, size: int) -> bytes:
+    return struct.pack(">BBLLBB", 0x04, 0x00, size + 6, size + 2, context_id, control)
+
+
+def _fast_send(
+    assoc: Association,
+    path: Path,
+    ref: InstanceRef,
+    *,
+    msg_id: int = 1,
+    priority: int = 2,
+    originator_aet: str | None = None,
+    originator_id: int | None = None,
+) -> Dataset:
+    """C-STORE ``path`` as stored: the data set goes from the file to the socket.
+
+    pynetdicom encodes every fragment through its DUL thread; here the command
+    (built by pynetdicom) and the data set PDUs are written directly, the data
+    with ``sendfile``, while holding the socket's send lock so no other message
+    can interleave. The response is then taken from pynetdicom as usual.
+    """
+    context_id = _context_id(assoc, ref.sop_class_uid, ref.transfer_syntax_uid)
+    req = C_STORE()
+    req.MessageID = msg_id
+    req.Priority = priority
+    req.AffectedSOPClassUID = ref.sop_class_uid
+    req.AffectedSOPInstanceUID = ref.sop_uid
+    req.MoveOriginatorApplicationEntityTitle = originator_aet
+    req.MoveOriginatorMessageID = originator_id
+    req._dataset_path = (path, ref.dataset_offset)
+    message = C_STORE_RQ()
+    message.primitive_to_message(req)
+    command = encode(message.command_set, True, True)
+    assert command is not None
+    assoc_socket = assoc.dul.socket
+    sock = assoc_socket.socket if assoc_socket is not None else None
+    if sock is None:
+        raise ConnectionError("the association is closed")
+    max_pdu = assoc.dimse.maximum_pdu_size
+
+    # Exactly what pynetdicom's send_c_store does around a request: keep the
+    # association's reactor from taking our response off the queue.
+    assoc._reactor_checkpoint.clear()
+    while not assoc._is_paused:
+        time.sleep(0.0001)
+    try:
+        with path.open("rb") as fh, send_lock(assoc_socket):
+            length = os.fstat(fh.fileno()).st_size - ref.dataset_offset
+            for offset, size, last in _pdv_chunks(len(command), max_pdu):
+                sock.sendall(_pdu_header(context_id, 0x03 if last else 0x01, size))
+                sock.sendall(command[offset : offset + size])
+            for offset, size, last in _pdv_chunks(length, max_pdu):
+                sock.sendall(_pdu_header(context_id, 0x02 if last else 0x00, size))
+                sent = 0
+                while sent < size:
+                    sent += sock.sendfile(fh, ref.dataset_offset + offset + sent, size - sent)
+        _context, rsp = assoc.dimse.get_msg(block=True)
+    finally:
+        assoc._reactor_checkpoint.set()
+    if rsp is None:
+        assoc._handle_no_response()
+        return Dataset()
+    return assoc._check_received_status(rsp)
+
+
 def send_stored(
     original: Callable[..., Dataset], assoc: Association, instance: StoredInstance, **kwargs: Any
 ) -> Dataset:
@@ -100,8 +193,8 @@ def send_stored(
         raise ValueError(f"no accepted presentation context for SOP Class {ref.sop_class_uid}")
     with instance.local_file() as path:
         if ref.transfer_syntax_uid in allowed:
-            # Sent as archived: pynetdicom streams the data set from the file.
-            return original(assoc, path, **kwargs)
+            # Sent as archived, straight from the file.
+            return _fast_send(assoc, path, ref, **kwargs)
         log.info(
             "transcoding %s from %s for %s (peer accepted %s)",
             ref.sop_uid,

@@ -96,6 +96,24 @@ def _recv_pdu(self: pynetdicom.transport.AssociationSocket, nr_bytes: int) -> by
     return buffer
 
 
+def send_lock(assoc_socket: Any) -> threading.Lock:
+    """The lock that keeps whole DIMSE messages from interleaving on one socket.
+
+    pynetdicom's DUL thread sends through ``AssociationSocket.send`` (patched to
+    take this lock); :mod:`pacs.scp.sending` holds it while it writes a whole
+    C-STORE request itself.
+    """
+    lock = getattr(assoc_socket, "_pacs_send_lock", None)
+    if lock is None:
+        with _LOCKS_GUARD:
+            lock = getattr(assoc_socket, "_pacs_send_lock", None)
+            if lock is None:
+                lock = threading.Lock()
+                assoc_socket._pacs_send_lock = lock
+    return lock
+
+
+_LOCKS_GUARD = threading.Lock()
 _installed = False
 
 
@@ -111,6 +129,13 @@ def install() -> None:
     pynetdicom.dul.time = proxy  # type: ignore[attr-defined]
     pynetdicom.association.time = proxy  # type: ignore[attr-defined]
     pynetdicom.transport.AssociationSocket.recv = _recv_pdu  # type: ignore[method-assign]
+    send = pynetdicom.transport.AssociationSocket.send
+
+    def _send(self: Any, bytestream: bytes) -> None:
+        with send_lock(self):
+            send(self, bytestream)
+
+    pynetdicom.transport.AssociationSocket.send = _send  # type: ignore[method-assign]
     create = pynetdicom.transport.AssociationSocket._create_socket
 
     def _create_socket(self: Any, address: Any) -> socket.socket:
