@@ -15,7 +15,6 @@ import functools
 import logging
 import os
 import struct
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -123,6 +122,29 @@ def _pdu_header(context_id: int, control: int, size: int) -> bytes:
     return struct.pack(">BBLLBB", 0x04, 0x00, size + 6, size + 2, context_id, control)
 
 
+def _guard_responses(assoc: Association) -> None:
+    """Keep the association's reactor from taking our C-STORE response.
+
+    pynetdicom parks the reactor with a flag it may read stale (the reactor is
+    between waking and clearing it): the reactor then polls the message queue,
+    takes the response we wait for and drops it, and the store times out. That
+    happened here under load. Instead, while we await a response, the reactor's
+    non-blocking polls see an empty queue; our blocking read gets the message.
+    """
+    dimse = assoc.dimse
+    if getattr(dimse, "_pacs_guarded", False):
+        return
+    original = dimse.get_msg
+
+    def get_msg(block: bool = False) -> Any:
+        if not block and getattr(assoc, "_pacs_awaiting", False):
+            return None, None
+        return original(block)
+
+    dimse.get_msg = get_msg  # type: ignore[method-assign]
+    dimse._pacs_guarded = True
+
+
 def _fast_send(
     assoc: Association,
     path: Path,
@@ -158,12 +180,8 @@ def _fast_send(
     if sock is None:
         raise ConnectionError("the association is closed")
     max_pdu = assoc.dimse.maximum_pdu_size
-
-    # Exactly what pynetdicom's send_c_store does around a request: keep the
-    # association's reactor from taking our response off the queue.
-    assoc._reactor_checkpoint.clear()
-    while not assoc._is_paused:
-        time.sleep(0.0001)
+    _guard_responses(assoc)
+    assoc._pacs_awaiting = True
     try:
         with path.open("rb") as fh, send_lock(assoc_socket):
             length = os.fstat(fh.fileno()).st_size - ref.dataset_offset
@@ -177,7 +195,7 @@ def _fast_send(
                     sent += sock.sendfile(fh, ref.dataset_offset + offset + sent, size - sent)
         _context, rsp = assoc.dimse.get_msg(block=True)
     finally:
-        assoc._reactor_checkpoint.set()
+        assoc._pacs_awaiting = False
     if rsp is None:
         assoc._handle_no_response()
         return Dataset()
