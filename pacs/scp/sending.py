@@ -118,6 +118,27 @@ def _pdv_chunks(length: int, max_pdu: int) -> Iterator[tuple[int, int, bool]]:
             return
 
 
+# Bytes of the data set read and sent per gathered write.
+_WINDOW = 4 << 20
+# At most this many buffers per sendmsg (Linux's IOV_MAX is 1024).
+_IOV_MAX = 1024
+
+
+def _send_buffers(sock: Any, buffers: list[bytes | memoryview]) -> None:
+    """Send all ``buffers`` in order with as few system calls as possible."""
+    index = 0
+    while index < len(buffers):
+        sent = sock.sendmsg(buffers[index : index + _IOV_MAX])
+        while sent:
+            size = len(buffers[index])
+            if sent >= size:
+                sent -= size
+                index += 1
+            else:
+                buffers[index] = memoryview(buffers[index])[sent:]
+                sent = 0
+
+
 def _pdu_header(context_id: int, control: int, size: int) -> bytes:
     return struct.pack(">BBLLBB", 0x04, 0x00, size + 6, size + 2, context_id, control)
 
@@ -185,14 +206,27 @@ def _fast_send(
     try:
         with path.open("rb") as fh, send_lock(assoc_socket):
             length = os.fstat(fh.fileno()).st_size - ref.dataset_offset
+            buffers: list[bytes | memoryview] = []
             for offset, size, last in _pdv_chunks(len(command), max_pdu):
-                sock.sendall(_pdu_header(context_id, 0x03 if last else 0x01, size))
-                sock.sendall(command[offset : offset + size])
-            for offset, size, last in _pdv_chunks(length, max_pdu):
-                sock.sendall(_pdu_header(context_id, 0x02 if last else 0x00, size))
-                sent = 0
-                while sent < size:
-                    sent += sock.sendfile(fh, ref.dataset_offset + offset + sent, size - sent)
+                buffers.append(_pdu_header(context_id, 0x03 if last else 0x01, size))
+                buffers.append(command[offset : offset + size])
+            _send_buffers(sock, buffers)
+            fh.seek(ref.dataset_offset)
+            step = length if max_pdu == 0 else max(1, max_pdu - 6)
+            # Whole fragments per window, so PDU boundaries never split a read.
+            window = max(step, (_WINDOW // step) * step)
+            done = 0
+            while done < length:
+                data = memoryview(fh.read(min(window, length - done)))
+                if not data:
+                    raise ConnectionError(f"{path} is shorter than its index entry says")
+                buffers = []
+                for offset, size, _last in _pdv_chunks(len(data), max_pdu):
+                    last = done + offset + size >= length
+                    buffers.append(_pdu_header(context_id, 0x02 if last else 0x00, size))
+                    buffers.append(data[offset : offset + size])
+                _send_buffers(sock, buffers)
+                done += len(data)
         _context, rsp = assoc.dimse.get_msg(block=True)
     finally:
         assoc._pacs_awaiting = False
