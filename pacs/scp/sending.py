@@ -36,7 +36,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 from pynetdicom.presentation import PresentationContext, build_context
 
-from pacs.scp.tuning import send_lock
+from pacs.scp.tuning import encode_command_set, send_lock
 from pacs.storage.index import InstanceRef
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ def _fast_send(
     req._dataset_path = (path, ref.dataset_offset)
     message = C_STORE_RQ()
     message.primitive_to_message(req)
-    command = encode(message.command_set, True, True)
+    command = encode_command_set(message.command_set) or encode(message.command_set, True, True)
     assert command is not None
     assoc_socket = assoc.dul.socket
     sock = assoc_socket.socket if assoc_socket is not None else None
