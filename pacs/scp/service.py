@@ -140,7 +140,17 @@ class DicomService:
         self.server: SharedSocketServer | None = None
         self._thread: threading.Thread | None = None
 
+    def warm_up(self) -> None:
+        """Do once, before the first association, what it would otherwise wait for:
+        open the database, compile the statements of the hot paths."""
+        started = time.perf_counter()
+        self.peers.calling_allowlist()
+        self.archive.index.existing("1.2")
+        self.archive.index.check()
+        log.debug("DICOM service warmed up in %.0f ms", (time.perf_counter() - started) * 1000)
+
     def start(self, listener: socket.socket) -> None:
+        self.warm_up()
         server = SharedSocketServer(
             listener,
             self.ae,
