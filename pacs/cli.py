@@ -7,14 +7,17 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from pacs.archive import Archive
+# Only light imports here: `pacs serve`'s supervisor process runs this module,
+# and everything it imports is memory every worker would carry twice.
 from pacs.config import Settings, load_settings, settings_to_dict
 from pacs.errors import PacsError
-from pacs.storage.index import RemoteNode
+
+if TYPE_CHECKING:
+    from pacs.archive import Archive
 
 SECRET_SETTINGS = {"s3_secret_key", "secret_key", "database_url"}
 
@@ -143,6 +146,8 @@ def ae() -> None:
 @click.option("--description", default="", help="Free text, e.g. 'CT phòng 2'.")
 def ae_add(settings: Settings, ae_title: str, host: str, port: int, **perms: Any) -> None:
     """Enrol or update a remote AE."""
+    from pacs.storage.index import RemoteNode
+
     title = ae_title.strip()
     if not 0 < len(title) <= 16 or "\\" in title or not title.isprintable():
         raise click.BadParameter("an AE title is 1–16 printable characters without '\\'")

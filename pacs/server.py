@@ -1,10 +1,12 @@
-"""``pacs serve``: a supervisor process and N workers, each serving DICOM and HTTP.
+"""``pacs serve``: a small supervisor process and N workers, each serving DICOM and HTTP.
 
-The supervisor prepares the archive (schema, crash recovery, sample studies),
-binds both listening sockets, and forks the workers, which all accept on those
-sockets; Python's GIL makes one process use one core, so this is how several
-modalities sending at once use all of them. A worker that dies is replaced,
-after the supervisor has reconciled what it was writing.
+The supervisor binds both listening sockets and forks the workers, which all
+accept on those sockets: Python's GIL makes one process use one core, so this is
+how several modalities sending at once use all of them. The supervisor itself
+imports nothing heavy (it would only double the memory every worker shares):
+preparing the archive (schema, crash recovery, sample studies) runs in a
+short-lived child first, and a worker that replaces a dead one first reconciles
+what the dead one was writing.
 
 SIGTERM or SIGINT: workers stop accepting, let open associations finish for
 ``shutdown_grace_s``, then refuse further stores (0xA700, "retry later") and
@@ -17,26 +19,22 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import shutil
 import signal
 import socket
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
 
-from pacs.archive import Archive
-from pacs.bootstrap import build_archive
 from pacs.config import Settings
 
 log = logging.getLogger(__name__)
 
 HOST = socket.gethostname()
-STALE_INTENT_S = 900.0
+FORK = multiprocessing.get_context("fork")
 
 
 def setup_logging(level: str) -> None:
@@ -49,6 +47,7 @@ def setup_logging(level: str) -> None:
     # pynetdicom logs every PDU at INFO; our handlers log what matters.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("waitress").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def bind_listener(host: str, port: int) -> socket.socket:
@@ -60,7 +59,13 @@ def bind_listener(host: str, port: int) -> socket.socket:
     return sock
 
 
-# ---------------------------------------------------------------- worker
+def worker_node(pid: int) -> str:
+    """The node name a worker writes its store intents under (see Archive.recover)."""
+    return f"{HOST}:{pid}"
+
+
+def worker_spool(settings: Settings, pid: int) -> Path:
+    return settings.data_dir / "tmp" / f"w{pid}"
 
 
 @dataclass
@@ -69,75 +74,41 @@ class WorkerSpec:
     dicom: socket.socket
     http: socket.socket | None
     number: int
+    #: pids of dead workers whose unfinished stores this worker reconciles first
+    orphans: list[int] = field(default_factory=list)
 
 
-def worker_node(pid: int) -> str:
-    return f"{HOST}:{pid}"
+def _prepare_main(settings: Settings, samples: Path | None) -> None:
+    """Child process: schema, recovery after a crash, sample studies."""
+    from pacs.worker import prepare
 
-
-def worker_spool(settings: Settings, pid: int) -> Path:
-    return settings.data_dir / "tmp" / f"w{pid}"
-
-
-def _worker_main(spec: WorkerSpec) -> None:
-    """Entry point of a worker process (after fork)."""
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    settings = spec.settings
     setup_logging(settings.log_level)
-    pid = os.getpid()
-    spool = worker_spool(settings, pid)
-    spool.mkdir(parents=True, exist_ok=True)
-    # pynetdicom spools received data sets through the tempfile module; keep
-    # them next to the store so archiving them is a rename, not a copy.
-    tempfile.tempdir = str(spool)
-    archive = build_archive(settings, node=worker_node(pid), migrate=False, spool_dir=spool)
-
-    from pacs.scp.service import DicomService
-    from pacs.viewer.wsgi import WebService
-
-    dicom = DicomService(settings, archive)
-    dicom.start(spec.dicom)
-    web = None
-    if spec.http is not None:
-        web = WebService(settings, archive)
-        web.start(spec.http)
-    log.info("worker %d ready", spec.number)
-    while not stop.wait(0.5):
-        pass
-    log.info("worker %d stopping", spec.number)
-    if web is not None:
-        web.stop_accepting()
-    dicom.stop(settings.shutdown_grace_s)
-    if web is not None:
-        web.stop()
-    archive.index.engine.dispose()
-    shutil.rmtree(spool, ignore_errors=True)
-    # Association threads that were aborted may still be unwinding; they hold
-    # nothing that matters any more.
+    try:
+        prepare(settings, samples)
+    except Exception as exc:
+        reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+        log.error("cannot prepare the archive: %s", reason)
+        os._exit(2)
     os._exit(0)
 
 
-# ---------------------------------------------------------------- supervisor
+def _worker_main(spec: WorkerSpec) -> None:
+    from pacs.worker import run_worker
+
+    setup_logging(spec.settings.log_level)
+    run_worker(spec)
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, archive: Archive) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.archive = archive
-        self.ctx = multiprocessing.get_context("fork")
-        self.workers: dict[int, tuple[multiprocessing.process.BaseProcess, int]] = {}
+        self.workers: dict[int, tuple[BaseProcess, int]] = {}
         self.stopping = False
         self._started_at: dict[int, float] = {}
         self._quick_deaths: dict[int, int] = {}
 
     def _spawn(self, spec: WorkerSpec) -> None:
-        proc = self.ctx.Process(
+        proc = FORK.Process(
             target=_worker_main, args=(spec,), name=f"worker-{spec.number}", daemon=False
         )
         proc.start()
@@ -154,11 +125,6 @@ class Supervisor:
         self._quick_deaths[number] = deaths
         return min(0.5 * 2 ** (deaths - 1), 30.0)
 
-    def _reap(self, pid: int, proc: multiprocessing.process.BaseProcess) -> None:
-        """Clean up after a dead worker: its half-done stores and its spool."""
-        self.archive.recover(node_prefix=worker_node(pid))
-        shutil.rmtree(worker_spool(self.settings, pid), ignore_errors=True)
-
     def run(self, specs: list[WorkerSpec], on_ready: Callable[[], None] | None) -> int:
         for spec in specs:
             self._spawn(spec)
@@ -173,7 +139,6 @@ class Supervisor:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        last_sweep = time.monotonic()
         while not self.stopping:
             time.sleep(0.2)
             for pid, (proc, number) in list(self.workers.items()):
@@ -183,17 +148,21 @@ class Supervisor:
                 proc.join()
                 if self.stopping:
                     continue
+                delay = self._respawn_delay(number)
                 log.error(
-                    "worker %d (pid %d) died with exit code %s; restarting",
+                    "worker %d (pid %d) died with exit code %s; restarting%s",
                     number,
                     pid,
                     proc.exitcode,
+                    f" in {delay:.1f} s" if delay else "",
                 )
-                self._reap(pid, proc)
-                self._spawn(by_number[number])
-            if time.monotonic() - last_sweep > 60:
-                last_sweep = time.monotonic()
-                self.archive.recover(older_than_s=STALE_INTENT_S)
+                deadline = time.monotonic() + delay
+                while not self.stopping and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                if not self.stopping:
+                    spec = by_number[number]
+                    spec.orphans = [*spec.orphans, pid]
+                    self._spawn(spec)
         return self._shutdown()
 
     def _shutdown(self) -> int:
@@ -207,29 +176,8 @@ class Supervisor:
                 log.error("worker pid %d did not stop; killing it", pid)
                 proc.kill()
                 proc.join()
-            self._reap(pid, proc)
         log.info("stopped")
         return 0
-
-
-def prepare_archive(settings: Settings, samples: Path | None) -> Archive:
-    """Schema, recovery after a crash, and the sample studies on an empty archive."""
-    archive = build_archive(settings, node=f"{HOST}:supervisor")
-    # No worker of ours is alive yet: every intent of this host is from a dead one.
-    archive.recover(node_prefix=f"{HOST}:")
-    shutil.rmtree(settings.data_dir / "tmp", ignore_errors=True)
-    (settings.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
-    if samples is not None and archive.totals()["instances"] == 0:
-        from pacs.importer import import_paths
-
-        summary = import_paths(archive, [samples])
-        log.info(
-            "loaded sample studies from %s: %d stored, %d refused",
-            samples,
-            summary.stored,
-            len(summary.refused),
-        )
-    return archive
 
 
 def serve(
@@ -240,9 +188,11 @@ def serve(
     on_ready: Callable[[], None] | None = None,
 ) -> int:
     setup_logging(settings.log_level)
-    archive = prepare_archive(settings, samples)
-    # Forked workers open their own connections; none may be shared with them.
-    archive.index.engine.dispose()
+    preparer = FORK.Process(target=_prepare_main, args=(settings, samples), name="prepare")
+    preparer.start()
+    preparer.join()
+    if preparer.exitcode != 0:
+        return 2
     dicom = bind_listener(settings.host, settings.dicom_port)
     http = bind_listener(settings.host, settings.http_port) if web else None
     count = settings.workers or os.cpu_count() or 1
@@ -256,4 +206,4 @@ def serve(
         count,
         settings.data_dir,
     )
-    return Supervisor(settings, archive).run(specs, on_ready)
+    return Supervisor(settings).run(specs, on_ready)

@@ -1,0 +1,138 @@
+"""What runs inside the processes ``pacs serve`` forks: preparation and the workers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from pacs.bootstrap import build_archive
+from pacs.config import Settings
+from pacs.server import HOST, WorkerSpec, worker_node, worker_spool
+
+log = logging.getLogger(__name__)
+
+#: An intent this old belongs to a writer that died (on any node).
+STALE_INTENT_S = 900.0
+
+
+def prepare(settings: Settings, samples: Path | None) -> None:
+    """Schema, recovery after a crash, and the sample studies on an empty archive."""
+    archive = build_archive(settings, node=f"{HOST}:prepare")
+    # No worker of ours is alive yet: every intent of this host is from a dead one.
+    archive.recover(node_prefix=f"{HOST}:")
+    shutil.rmtree(settings.data_dir / "tmp", ignore_errors=True)
+    (settings.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    if samples is not None and archive.totals()["instances"] == 0:
+        from pacs.importer import import_paths
+
+        summary = import_paths(archive, [samples])
+        log.info(
+            "loaded the sample studies from %s: %d stored, %d refused",
+            samples,
+            summary.stored,
+            len(summary.refused),
+        )
+    archive.index.engine.dispose()
+
+
+@dataclass
+class Periodic:
+    name: str
+    interval_s: float
+    run: Callable[[], object]
+    next_at: float = 0.0
+
+
+class Background:
+    """Periodic housekeeping in a worker, on one thread, off every request path."""
+
+    def __init__(self) -> None:
+        self.tasks: list[Periodic] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="background", daemon=True)
+
+    def every(self, interval_s: float, name: str, fn: Callable[[], object]) -> None:
+        self.tasks.append(Periodic(name, interval_s, fn, time.monotonic() + interval_s))
+
+    def start(self) -> None:
+        if self.tasks:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.5):
+            now = time.monotonic()
+            for task in self.tasks:
+                if now < task.next_at:
+                    continue
+                try:
+                    task.run()
+                except Exception:
+                    log.exception("background task %s failed", task.name)
+                task.next_at = time.monotonic() + task.interval_s
+
+
+def run_worker(spec: WorkerSpec) -> None:
+    """A worker: the DICOM SCP and the web app on the shared sockets, until SIGTERM."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    settings = spec.settings
+    pid = os.getpid()
+    spool = worker_spool(settings, pid)
+    spool.mkdir(parents=True, exist_ok=True)
+    # pynetdicom spools received data sets through the tempfile module; keep
+    # them next to the store so archiving them is a rename, not a copy.
+    tempfile.tempdir = str(spool)
+    archive = build_archive(settings, node=worker_node(pid), migrate=False, spool_dir=spool)
+    for dead in spec.orphans:
+        archive.recover(node_prefix=worker_node(dead))
+        shutil.rmtree(worker_spool(settings, dead), ignore_errors=True)
+    spec.orphans.clear()
+
+    from pacs.scp.service import DicomService
+
+    dicom = DicomService(settings, archive)
+    dicom.start(spec.dicom)
+    web = None
+    if spec.http is not None:
+        from pacs.viewer.wsgi import WebService
+
+        web = WebService(settings, archive)
+        web.start(spec.http)
+    background = Background()
+    if spec.number == 0:
+        background.every(
+            60.0, "stale intents", lambda: archive.recover(older_than_s=STALE_INTENT_S)
+        )
+    background.start()
+    log.info("worker %d ready", spec.number)
+    while not stop.wait(0.5):
+        pass
+    log.info("worker %d stopping", spec.number)
+    background.stop()
+    if web is not None:
+        web.stop_accepting()
+    dicom.stop(settings.shutdown_grace_s)
+    if web is not None:
+        web.stop()
+    archive.index.engine.dispose()
+    shutil.rmtree(spool, ignore_errors=True)
+    # Association threads that were aborted may still be unwinding; they hold
+    # nothing that matters any more.
+    os._exit(0)
