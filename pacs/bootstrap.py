@@ -12,7 +12,6 @@ from pacs.storage.database import ensure_schema, make_engine
 from pacs.storage.filesystem import FilesystemObjectStore
 from pacs.storage.index import SqlIndex
 from pacs.storage.objects import ObjectStore
-from pacs.storage.s3 import S3ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +20,8 @@ def build_object_store(settings: Settings) -> ObjectStore:
     if settings.storage == "filesystem":
         return FilesystemObjectStore(settings.effective_storage_dir)
     if settings.storage == "s3":
+        from pacs.storage.s3 import S3ObjectStore
+
         if not settings.s3_endpoint:
             raise ConfigError("storage = s3 needs s3_endpoint (PACS_S3_ENDPOINT)")
         return S3ObjectStore(

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from pacs.errors import ConfigError, StorageUnavailable
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic is imported only where migrations run: worker processes never need it.
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -86,6 +87,8 @@ def throwaway_engine(url: str) -> Engine:
 
 
 def _alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine
@@ -93,16 +96,22 @@ def _alembic_config(engine: Engine) -> Config:
 
 
 def schema_heads() -> set[str]:
+    from alembic.script import ScriptDirectory
+
     return set(ScriptDirectory.from_config(_alembic_config(None)).get_heads())  # type: ignore[arg-type]
 
 
 def current_revisions(engine: Engine) -> set[str]:
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as conn:
         return set(MigrationContext.configure(conn).get_current_heads())
 
 
 def upgrade(engine: Engine) -> None:
     """Apply every pending migration (all branches)."""
+    from alembic import command
+
     try:
         command.upgrade(_alembic_config(engine), "heads")
     except SQLAlchemyError as exc:
