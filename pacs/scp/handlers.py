@@ -21,6 +21,7 @@ from pynetdicom.sop_class import (
 )
 
 from pacs.archive import Archive, Source
+from pacs.charset import apply_text_codec
 from pacs.errors import InvalidQuery, NotAuthorized, PacsError
 from pacs.scp.identifiers import (
     PATIENT_ROOT,
@@ -138,6 +139,9 @@ def handle_find(event: Event, ctx: ScpContext) -> Iterator[tuple[int | Dataset, 
         return
     try:
         identifier = event.identifier
+        # Workstations make the same charset mistakes as modalities (UTF-8 sent
+        # without declaring it): repair before the names are decoded.
+        apply_text_codec(identifier)
         query, requested = to_query(identifier, _model(event))
         rows = ctx.archive.search(query, response_keywords(query, requested))
     except PacsError as exc:
