@@ -101,6 +101,13 @@ def schema_heads() -> set[str]:
     return set(ScriptDirectory.from_config(_alembic_config(None)).get_heads())  # type: ignore[arg-type]
 
 
+def _known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(_alembic_config(None))  # type: ignore[arg-type]
+    return {rev.revision for rev in script.walk_revisions()}
+
+
 def current_revisions(engine: Engine) -> set[str]:
     from alembic.runtime.migration import MigrationContext
 
@@ -127,6 +134,12 @@ def ensure_schema(engine: Engine, *, auto_migrate: bool) -> None:
     heads = schema_heads()
     if current == heads:
         return
+    unknown = current - _known_revisions()
+    if unknown:
+        raise StorageUnavailable(
+            f"the index schema is at {sorted(unknown)}, which this version of pacs does not "
+            "know: it was upgraded by a newer pacs; run that version (or restore a backup)"
+        )
     if auto_migrate:
         log.info("migrating the index schema %s -> %s", sorted(current), sorted(heads))
         upgrade(engine)
