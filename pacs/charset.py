@@ -147,5 +147,5 @@ def fold(text: str) -> str:
     stripped = "".join(c for c in decomposed if not "\u0300" <= c <= "\u036f")
     # Đ/đ are letters of their own, not D plus a mark, so NFKD leaves them alone.
     stripped = stripped.replace("đ", "d").replace("Đ", "D")
-    lowered = stripped.casefold().replace("^", " ")
+    lowered = unicodedata.normalize("NFC", stripped.casefold()).replace("^", " ")
     return " ".join(lowered.split())

@@ -128,6 +128,9 @@ def _send_buffers(sock: Any, buffers: list[bytes | memoryview]) -> None:
     """Send all ``buffers`` in order with as few system calls as possible."""
     index = 0
     while index < len(buffers):
+        if not len(buffers[index]):
+            index += 1
+            continue
         sent = sock.sendmsg(buffers[index : index + _IOV_MAX])
         while sent:
             size = len(buffers[index])

@@ -1,0 +1,145 @@
+"""The pynetdicom adjustments in pacs/scp/tuning.py and the framing of fast sends.
+
+They reach into pynetdicom internals, so these tests pin down what they rely on.
+"""
+
+import io
+import socket
+import threading
+
+import pynetdicom
+import pynetdicom.association
+import pynetdicom.dimse_messages
+import pynetdicom.dul
+import pynetdicom.transport
+import pytest
+from pydicom.dataset import Dataset
+from pynetdicom.dimse_messages import C_FIND_RSP, C_MOVE_RSP, C_STORE_RQ, C_STORE_RSP
+from pynetdicom.dimse_primitives import C_FIND, C_MOVE, C_STORE
+from pynetdicom.dsutils import encode
+
+from pacs.scp import sending, tuning
+
+
+def test_pinned_pynetdicom_version_is_the_one_tuned_for() -> None:
+    assert pynetdicom.__version__ == "3.0.4"
+
+
+def test_install_replaces_the_polling_sleep_and_socket_methods() -> None:
+    tuning.install()
+    assert tuning.is_installed()
+    assert pynetdicom.dul.time.sleep is tuning.adaptive_sleep
+    assert pynetdicom.association.time.sleep is tuning.adaptive_sleep
+    assert pynetdicom.dul.time.monotonic is not None  # everything else is the real module
+    assert pynetdicom.transport.AssociationSocket.recv is tuning._recv_pdu
+
+
+def _messages() -> list[object]:
+    store = C_STORE()
+    store.MessageID = 7
+    store.Priority = 2
+    store.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    store.AffectedSOPInstanceUID = "1.2.3.45"
+    store.MoveOriginatorApplicationEntityTitle = "MOVER"
+    store.MoveOriginatorMessageID = 3
+    store._dataset_path = ("x", 0)
+    store_rq = C_STORE_RQ()
+    store_rq.primitive_to_message(store)
+
+    stored = C_STORE()
+    stored.MessageIDBeingRespondedTo = 7
+    stored.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    stored.AffectedSOPInstanceUID = "1.2.3.45"
+    stored.Status = 0xC000
+    stored.ErrorComment = "truncated: element (7FE0,0010)"
+    store_rsp = C_STORE_RSP()
+    store_rsp.primitive_to_message(stored)
+
+    found = C_FIND()
+    found.MessageIDBeingRespondedTo = 1
+    found.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.1"
+    found.Status = 0xFF00
+    found.Identifier = io.BytesIO(b"x")
+    find_rsp = C_FIND_RSP()
+    find_rsp.primitive_to_message(found)
+
+    moved = C_MOVE()
+    moved.MessageIDBeingRespondedTo = 1
+    moved.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.2"
+    moved.Status = 0xFF00
+    moved.NumberOfRemainingSuboperations = 5
+    moved.NumberOfCompletedSuboperations = 3
+    moved.NumberOfFailedSuboperations = 0
+    moved.NumberOfWarningSuboperations = 0
+    move_rsp = C_MOVE_RSP()
+    move_rsp.primitive_to_message(moved)
+    return [store_rq, store_rsp, find_rsp, move_rsp]
+
+
+@pytest.mark.parametrize(
+    "message", _messages(), ids=["store-rq", "store-rsp", "find-rsp", "move-rsp"]
+)
+def test_fast_command_encoding_is_byte_identical_to_pydicom(message: object) -> None:
+    command_set = message.command_set  # type: ignore[attr-defined]
+    assert tuning.encode_command_set(command_set) == encode(command_set, True, True)
+
+
+def test_fast_command_encoding_defers_what_it_does_not_know() -> None:
+    ds = Dataset()
+    ds.PatientName = "not a command"
+    assert tuning.encode_command_set(ds) is None
+
+
+def test_recv_reads_exactly_the_requested_bytes_and_stops_at_close() -> None:
+    tuning.install()
+    left, right = socket.socketpair()
+    fake = type("FakeAssocSocket", (), {})()
+    fake.socket = right
+    payload = bytes(range(256)) * 9000  # more than one receive step
+    writer = threading.Thread(target=lambda: (left.sendall(payload), left.close()))
+    writer.start()
+    first = tuning._recv_pdu(fake, 1000)
+    rest = tuning._recv_pdu(fake, len(payload))  # asks for more than remains
+    writer.join()
+    right.close()
+    assert bytes(first) == payload[:1000]
+    assert bytes(rest) == payload[1000:]
+
+
+@pytest.mark.parametrize(
+    ("length", "max_pdu"),
+    [(0, 16384), (1, 16384), (16378, 16384), (16379, 16384), (100_000, 16384), (500, 0)],
+)
+def test_fragments_cover_the_data_set_exactly_once(length: int, max_pdu: int) -> None:
+    chunks = list(sending._pdv_chunks(length, max_pdu))
+    assert sum(size for _, size, _ in chunks) == length
+    assert [last for _, _, last in chunks] == [False] * (len(chunks) - 1) + [True]
+    if max_pdu:
+        assert all(size + 6 <= max_pdu for _, size, _ in chunks)
+    offsets = [offset for offset, _, _ in chunks]
+    assert offsets == sorted(offsets)
+
+
+def test_pdu_header_is_a_p_data_tf_with_one_pdv() -> None:
+    header = sending._pdu_header(context_id=3, control=0x02, size=10)
+    assert header[0] == 0x04
+    assert int.from_bytes(header[2:6], "big") == 10 + 6  # PDV item length field + item
+    assert int.from_bytes(header[6:10], "big") == 10 + 2  # context id + control header + data
+    assert header[10] == 3
+    assert header[11] == 0x02
+
+
+def test_send_buffers_handles_partial_sends() -> None:
+    class Trickle:
+        def __init__(self) -> None:
+            self.data = bytearray()
+
+        def sendmsg(self, buffers: list[bytes]) -> int:
+            # Like a socket with little room: gathers across buffers, 3 bytes a call.
+            taken = b"".join(bytes(b) for b in buffers)[:3]
+            self.data += taken
+            return len(taken)
+
+    sink = Trickle()
+    sending._send_buffers(sink, [b"hello", memoryview(b" DICOM"), b"", b" world"])
+    assert bytes(sink.data) == b"hello DICOM world"
