@@ -442,6 +442,10 @@ class Archive:
     def local_path(self, ref: InstanceRef) -> Path | None:
         return self.objects.local_path(ref.object_key)
 
+    def read_range(self, ref: InstanceRef, start: int, length: int) -> bytes:
+        """Bytes ``start`` to ``start + length`` of the stored Part 10 file."""
+        return self.objects.read_range(ref.object_key, start, length)
+
     @contextmanager
     def readable_path(self, ref: InstanceRef) -> Iterator[Path]:
         """A local file holding the instance, fetched to the spool if the store is remote."""

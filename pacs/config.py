@@ -75,6 +75,8 @@ class Settings:
     dimse_timeout_s: float = 60.0
     network_timeout_s: float = 60.0
 
+    # Memory for decoded frames per worker process (the viewer's hot path).
+    frame_cache_mb: int = 256
     secret_key: str = ""
     log_level: str = "INFO"
 

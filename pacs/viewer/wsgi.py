@@ -15,6 +15,9 @@ from pacs.viewer.app import create_app
 
 class WebService:
     def __init__(self, settings: Settings, archive: Archive) -> None:
+        from pacs.viewer import rendering
+
+        rendering.configure_caches(frame_bytes=settings.frame_cache_mb << 20)
         self.settings = settings
         self.app = create_app(settings, archive)
         self.server: Any = None
