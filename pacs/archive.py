@@ -25,12 +25,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from pacs import metrics
 from pacs.config import Settings
 from pacs.dicomfile import InstanceHeader, read_instance
 from pacs.errors import (
     DuplicateInstance,
     InvalidInstance,
     NotFound,
+    PacsError,
     ShuttingDown,
     StorageFull,
     StorageUnavailable,
@@ -208,6 +210,22 @@ class Archive:
         temporary file); otherwise it is copied. Raises InvalidInstance,
         DuplicateInstance, StorageFull, ShuttingDown or StorageUnavailable.
         """
+        started = time.perf_counter()
+        try:
+            result = self._store_file(path, source, consume)
+        except (InvalidInstance, DuplicateInstance):
+            metrics.stored(source.kind, "refused", time.perf_counter() - started, 0)
+            raise
+        except PacsError:
+            metrics.stored(source.kind, "failed", time.perf_counter() - started, 0)
+            metrics.error("store")
+            raise
+        metrics.stored(
+            source.kind, result.status.value, time.perf_counter() - started, result.size_bytes
+        )
+        return result
+
+    def _store_file(self, path: Path, source: Source, consume: bool) -> StoreResult:
         if not self._accepting:
             raise ShuttingDown("the archive is shutting down; retry later")
         # The disk flush and the checksum release the GIL: start them now and

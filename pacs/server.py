@@ -146,6 +146,9 @@ class Supervisor:
                     continue
                 del self.workers[pid]
                 proc.join()
+                from pacs import metrics
+
+                metrics.worker_exited(pid)
                 if self.stopping:
                     continue
                 delay = self._respawn_delay(number)
@@ -193,6 +196,10 @@ def serve(
     preparer.join()
     if preparer.exitcode != 0:
         return 2
+    from pacs import metrics
+
+    # Before forking: every worker then counts into files of this one directory.
+    metrics.enable(settings.data_dir / "metrics")
     dicom = bind_listener(settings.host, settings.dicom_port)
     http = bind_listener(settings.host, settings.http_port) if web else None
     count = settings.workers or os.cpu_count() or 1

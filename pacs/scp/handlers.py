@@ -7,6 +7,7 @@ our errors to a DIMSE status through the table in :mod:`pacs.errors`.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelMove,
 )
 
+from pacs import metrics
 from pacs.archive import Archive, Source
 from pacs.charset import apply_text_codec
 from pacs.errors import InvalidQuery, NotAuthorized, PacsError
@@ -84,6 +86,7 @@ def _model(event: Event) -> str:
 def handle_established(event: Event, ctx: ScpContext) -> None:
     ae, addr = _caller(event)
     log.info("association from %s (%s)", ae, addr)
+    metrics.association("accepted")
     ctx.peers.seen(ae)
 
 
@@ -98,9 +101,11 @@ def handle_rejected(event: Event, ctx: ScpContext) -> None:
     else:
         reason = "association refused"
     log.warning("refused association from %s: %s", addr, reason)
+    metrics.association("rejected")
 
 
 def handle_echo(event: Event, ctx: ScpContext) -> int:
+    metrics.dicom_request("echo", "success", 0.0)
     return SUCCESS
 
 
@@ -109,9 +114,11 @@ def handle_echo(event: Event, ctx: ScpContext) -> int:
 
 def handle_store(event: Event, ctx: ScpContext) -> int | Dataset:
     """Archive the received data set; Success only once it is durable and indexed."""
+    started = time.perf_counter()
     ae, addr = _caller(event)
     if not ctx.peers.allows(ae, "store"):
         log.warning("refused C-STORE from %s (%s): not allowed to store", ae, addr)
+        metrics.dicom_request("store", "refused", time.perf_counter() - started)
         return failure(NotAuthorized.dicom_status, f"{ae} may not store here")
     try:
         ctx.archive.store_file(
@@ -124,14 +131,39 @@ def handle_store(event: Event, ctx: ScpContext) -> int | Dataset:
             ae,
             exc.reason,
         )
+        metrics.dicom_request("store", "failure", time.perf_counter() - started)
         return _refusal(exc)
+    metrics.dicom_request("store", "success", time.perf_counter() - started)
     return SUCCESS
 
 
 # ---------------------------------------------------------------- C-FIND
 
 
+def _timed(service: str, responses: Iterator[Any]) -> Iterator[Any]:
+    """Count and time a generator-style handler by the status it ends with."""
+    started = time.perf_counter()
+    outcome = "success"
+    try:
+        for item in responses:
+            status = item[0] if isinstance(item, tuple) and len(item) == 2 else None
+            if isinstance(status, Dataset):
+                outcome = "failure"
+            elif status == CANCEL:
+                outcome = "cancelled"
+            yield item
+    except Exception:
+        outcome = "error"
+        raise
+    finally:
+        metrics.dicom_request(service, outcome, time.perf_counter() - started)
+
+
 def handle_find(event: Event, ctx: ScpContext) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+    return _timed("find", _find(event, ctx))
+
+
+def _find(event: Event, ctx: ScpContext) -> Iterator[tuple[int | Dataset, Dataset | None]]:
     ae, addr = _caller(event)
     if not ctx.peers.allows(ae, "query"):
         log.warning("refused C-FIND from %s (%s): not allowed to query", ae, addr)
@@ -181,6 +213,10 @@ def _stored(ctx: ScpContext, ref: InstanceRef) -> StoredInstance:
 
 
 def handle_move(event: Event, ctx: ScpContext) -> Iterator[Any]:
+    return _timed("move", _move(event, ctx))
+
+
+def _move(event: Event, ctx: ScpContext) -> Iterator[Any]:
     ae, addr = _caller(event)
     destination = event.move_destination
     if isinstance(destination, bytes):
@@ -225,6 +261,10 @@ def handle_move(event: Event, ctx: ScpContext) -> Iterator[Any]:
 
 
 def handle_get(event: Event, ctx: ScpContext) -> Iterator[Any]:
+    return _timed("get", _get(event, ctx))
+
+
+def _get(event: Event, ctx: ScpContext) -> Iterator[Any]:
     ae, addr = _caller(event)
     if not ctx.peers.allows(ae, "retrieve"):
         log.warning("refused C-GET from %s (%s): not allowed to retrieve", ae, addr)

@@ -36,6 +36,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 from pynetdicom.presentation import PresentationContext, build_context
 
+from pacs import metrics
 from pacs.scp.tuning import encode_command_set, send_lock
 from pacs.storage.index import InstanceRef
 
@@ -275,15 +276,17 @@ def install() -> None:
     @functools.wraps(original)
     def send_c_store(self: Association, dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
         if isinstance(dataset, StoredInstance):
-            if args:
-                kwargs = dict(
-                    zip(
-                        ("msg_id", "priority", "originator_aet", "originator_id"),
-                        args,
-                        strict=False,
-                    )
-                )
-            return send_stored(original, self, dataset, **kwargs)
+            names = ("msg_id", "priority", "originator_aet", "originator_id")
+            kwargs = dict(zip(names, args, strict=False)) | kwargs
+            try:
+                status = send_stored(original, self, dataset, **kwargs)
+            except Exception:
+                metrics.suboperation("failure")
+                raise
+            code = int(getattr(status, "Status", 0xC000))
+            outcome = "success" if code == 0 else "warning" if code >> 12 == 0xB else "failure"
+            metrics.suboperation(outcome)
+            return status
         return original(self, dataset, *args, **kwargs)
 
     Association.send_c_store = send_c_store  # type: ignore[method-assign]

@@ -12,12 +12,14 @@ import logging
 import os
 import secrets
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from pacs import metrics
 from pacs.archive import Archive
 from pacs.config import Settings
 from pacs.errors import PacsError
@@ -65,6 +67,25 @@ def create_app(settings: Settings, archive: Archive) -> Flask:
         PACS_SETTINGS=settings,
     )
     app.extensions["pacs_archive"] = archive
+
+    @app.before_request
+    def _start_clock() -> None:
+        g.pacs_started = time.perf_counter()
+
+    @app.after_request
+    def _count(response: Response) -> Response:
+        started = g.get("pacs_started")
+        if started is not None:
+            area = request.blueprint or request.path.strip("/").split("/", 1)[0] or "root"
+            metrics.http_request(
+                area, request.method, response.status_code, time.perf_counter() - started
+            )
+        return response
+
+    @app.get("/metrics")
+    def prometheus() -> Any:
+        body, content_type = metrics.exposition()
+        return Response(body, content_type=content_type)
 
     @app.get("/healthz")
     def healthz() -> Any:
