@@ -262,5 +262,13 @@ def show_config(settings: Settings) -> None:
         click.echo(f"{key} = {value!r}")
 
 
+def _register_groups() -> None:
+    from pacs.cli_users import user
+
+    main.add_command(user)
+
+
+_register_groups()
+
 if __name__ == "__main__":
     main()

@@ -77,6 +77,14 @@ class Settings:
 
     # Memory for decoded frames per worker process (the viewer's hot path).
     frame_cache_mb: int = 256
+
+    # Web sign-in.
+    session_hours: float = 12.0  # idle timeout
+    session_max_days: float = 7.0  # total lifetime of a session
+    session_cookie_secure: bool = False  # set true behind HTTPS
+    login_max_failures: int = 5  # per user name, within the lockout window
+    login_max_address_failures: int = 20  # per client address
+    login_lockout_minutes: float = 15.0
     secret_key: str = ""
     log_level: str = "INFO"
 

@@ -78,13 +78,13 @@ class WorkerSpec:
     orphans: list[int] = field(default_factory=list)
 
 
-def _prepare_main(settings: Settings, samples: Path | None) -> None:
+def _prepare_main(settings: Settings, samples: Path | None, web: bool) -> None:
     """Child process: schema, recovery after a crash, sample studies."""
     from pacs.worker import prepare
 
     setup_logging(settings.log_level)
     try:
-        prepare(settings, samples)
+        prepare(settings, samples, web=web)
     except Exception as exc:
         reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
         log.error("cannot prepare the archive: %s", reason)
@@ -191,7 +191,7 @@ def serve(
     on_ready: Callable[[], None] | None = None,
 ) -> int:
     setup_logging(settings.log_level)
-    preparer = FORK.Process(target=_prepare_main, args=(settings, samples), name="prepare")
+    preparer = FORK.Process(target=_prepare_main, args=(settings, samples, web), name="prepare")
     preparer.start()
     preparer.join()
     if preparer.exitcode != 0:

@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 STALE_INTENT_S = 900.0
 
 
-def prepare(settings: Settings, samples: Path | None) -> None:
-    """Schema, recovery after a crash, and the sample studies on an empty archive."""
+def prepare(settings: Settings, samples: Path | None, *, web: bool = True) -> None:
+    """Schema, recovery after a crash, the sample studies on an empty archive, and a
+    first administrator (its password printed once) when the web side has none."""
     archive = build_archive(settings, node=f"{HOST}:prepare")
     # No worker of ours is alive yet: every intent of this host is from a dead one.
     archive.recover(node_prefix=f"{HOST}:")
@@ -41,6 +42,11 @@ def prepare(settings: Settings, samples: Path | None) -> None:
             summary.stored,
             len(summary.refused),
         )
+    if web:
+        from pacs.viewer.users import ensure_first_admin
+
+        host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "localhost"
+        ensure_first_admin(archive, url=f"http://{host}:{settings.http_port}/")
     archive.index.engine.dispose()
 
 

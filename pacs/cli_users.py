@@ -1,0 +1,185 @@
+"""``pacs user``: web accounts from the command line (add, list, disable, enable, passwd).
+
+Registered in :mod:`pacs.cli` with ``main.add_command(user)``. Passwords are
+asked for without echo (twice), read from stdin with ``--password-stdin``, or
+generated with ``--generate`` and printed once; they never reach the log.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pacs.config import Settings, load_settings
+from pacs.errors import PacsError
+from pacs.roles import ROLES
+
+
+def _settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--config and --data-dir, turned into a ``settings`` argument (as in :mod:`pacs.cli`)."""
+
+    @click.option(
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="pacs.toml to read (default: $PACS_CONFIG or ./pacs.toml).",
+    )
+    @click.option(
+        "--data-dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        help="Where the embedded index and object store live (default ./pacs-data).",
+    )
+    @functools.wraps(fn)
+    def wrapper(config_path: Path | None, data_dir: Path | None, **kwargs: Any) -> Any:
+        try:
+            settings = load_settings(config_path, data_dir=data_dir)
+        except PacsError as exc:
+            raise click.ClickException(exc.reason) from exc
+        return fn(settings=settings, **kwargs)
+
+    return wrapper
+
+
+def _accounts(settings: Settings) -> Any:
+    from pacs.bootstrap import build_archive
+    from pacs.viewer.users import Accounts
+
+    try:
+        archive = build_archive(settings)
+    except PacsError as exc:
+        raise click.ClickException(exc.reason) from exc
+    return Accounts(archive.index.engine)
+
+
+def _password(password_stdin: bool, generate: bool) -> tuple[str, bool]:
+    """(password, was it generated)."""
+    from pacs.viewer.users import random_password
+
+    if generate and password_stdin:
+        raise click.UsageError("use either --generate or --password-stdin")
+    if generate:
+        return random_password(), True
+    if password_stdin:
+        line = sys.stdin.readline().rstrip("\r\n")
+        if not line:
+            raise click.ClickException("no password on standard input")
+        return line, False
+    return (
+        click.prompt("Password (mật khẩu)", hide_input=True, confirmation_prompt=True, err=True),
+        False,
+    )
+
+
+def _run(action: Callable[[], Any]) -> Any:
+    from pacs.viewer.users import AccountError
+
+    try:
+        return action()
+    except AccountError as exc:
+        raise click.ClickException(exc.message) from exc
+    except PacsError as exc:
+        raise click.ClickException(exc.reason) from exc
+
+
+_password_options = [
+    click.option(
+        "--password-stdin", is_flag=True, help="Read the password from the first line of stdin."
+    ),
+    click.option("--generate", is_flag=True, help="Generate a random password and print it once."),
+]
+
+
+def _with_password_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(_password_options):
+        fn = option(fn)
+    return fn
+
+
+@click.group("user")
+def user() -> None:
+    """Web accounts: administrators, radiologists, referring doctors."""
+
+
+@user.command("add")
+@_settings_options
+@click.argument("username")
+@click.option(
+    "--role",
+    type=click.Choice(ROLES),
+    required=True,
+    help="admin: everything; radiologist: every study; referring: assigned studies only.",
+)
+@click.option("--name", "display_name", default="", help="Full name shown in the pages.")
+@_with_password_options
+def user_add(
+    settings: Settings,
+    username: str,
+    role: str,
+    display_name: str,
+    password_stdin: bool,
+    generate: bool,
+) -> None:
+    """Create a user."""
+    accounts = _accounts(settings)
+    password, generated = _password(password_stdin, generate)
+    created = _run(
+        lambda: accounts.create(username, password, role=role, display_name=display_name)
+    )
+    click.echo(f"created {created.username} ({created.role})")
+    if generated:
+        click.echo(f"password (shown once): {password}")
+
+
+@user.command("list")
+@_settings_options
+def user_list(settings: Settings) -> None:
+    """List users with their role, state and last sign-in."""
+    users = _run(lambda: _accounts(settings).store.list_users())
+    if not users:
+        click.echo("no users yet (pacs user add NAME --role admin)")
+        return
+    click.echo(f"{'username':24}  {'role':12}  {'state':9}  {'last sign-in':17}  name")
+    for u in users:
+        seen = u.last_login_at.strftime("%Y-%m-%d %H:%M") if u.last_login_at else "never"
+        state = "disabled" if u.disabled else "active"
+        click.echo(f"{u.username:24}  {u.role:12}  {state:9}  {seen:17}  {u.display_name}")
+
+
+@user.command("disable")
+@_settings_options
+@click.argument("username")
+def user_disable(settings: Settings, username: str) -> None:
+    """Disable a user; they are signed out everywhere at once."""
+    accounts = _accounts(settings)
+    changed = _run(lambda: accounts.set_disabled(username, True, actor="cli"))
+    click.echo(f"disabled {changed.username}")
+
+
+@user.command("enable")
+@_settings_options
+@click.argument("username")
+def user_enable(settings: Settings, username: str) -> None:
+    """Enable a user again (also lifts a sign-in lockout)."""
+    accounts = _accounts(settings)
+    changed = _run(lambda: accounts.set_disabled(username, False, actor="cli"))
+    click.echo(f"enabled {changed.username}")
+
+
+@user.command("passwd")
+@_settings_options
+@click.argument("username")
+@_with_password_options
+def user_passwd(settings: Settings, username: str, password_stdin: bool, generate: bool) -> None:
+    """Set a user's password; their existing sessions end."""
+    accounts = _accounts(settings)
+    _run(lambda: accounts.get(username))
+    password, generated = _password(password_stdin, generate)
+    changed = _run(lambda: accounts.set_password(username, password))
+    click.echo(f"password of {changed.username} changed; their sessions have ended")
+    if generated:
+        click.echo(f"password (shown once): {password}")
