@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pacs import metrics
+from pacs.audit import AuditLog
 from pacs.config import Settings
 from pacs.dicomfile import InstanceHeader, read_instance
 from pacs.errors import (
@@ -77,6 +78,8 @@ class StoreResult:
     sop_class_uid: str
     size_bytes: int
     warnings: tuple[str, ...] = ()
+    patient_id: str = ""
+    patient_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,8 @@ class Archive:
         self.settings = settings
         self.objects = objects
         self.index = index
+        #: the audit trail, on the same database (pacs/audit.py)
+        self.audit = AuditLog(index.engine)
         self.node = node or f"{socket.gethostname()}:0"
         self.spool_dir = spool_dir or settings.data_dir / "tmp"
         self.spool_dir.mkdir(parents=True, exist_ok=True)
@@ -359,6 +364,8 @@ class Archive:
             h.sop_class_uid,
             size,
             h.warnings,
+            h.patient_id,
+            h.patient_name,
         )
 
     def _delete_object_quietly(self, key: str) -> None:

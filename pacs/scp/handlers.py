@@ -23,8 +23,10 @@ from pynetdicom.sop_class import (
 
 from pacs import metrics
 from pacs.archive import Archive, Source
+from pacs.audit import Actor
 from pacs.charset import apply_text_codec
 from pacs.errors import InvalidQuery, NotAuthorized, PacsError
+from pacs.scp import audit as dicom_audit
 from pacs.scp.identifiers import (
     PATIENT_ROOT,
     STUDY_ROOT,
@@ -102,6 +104,17 @@ def handle_rejected(event: Event, ctx: ScpContext) -> None:
         reason = "association refused"
     log.warning("refused association from %s: %s", addr, reason)
     metrics.association("rejected")
+    ctx.archive.audit.record(
+        "dicom.association",
+        Actor("ae", ae, addr),
+        outcome="failure",
+        details={"reason": reason, "called": called},
+    )
+
+
+def handle_ended(event: Event, ctx: ScpContext) -> None:
+    """Released or aborted: write what the association did to the audit trail."""
+    dicom_audit.flush(event.assoc, ctx.archive)
 
 
 def handle_echo(event: Event, ctx: ScpContext) -> int:
@@ -121,7 +134,7 @@ def handle_store(event: Event, ctx: ScpContext) -> int | Dataset:
         metrics.dicom_request("store", "refused", time.perf_counter() - started)
         return failure(NotAuthorized.dicom_status, f"{ae} may not store here")
     try:
-        ctx.archive.store_file(
+        result = ctx.archive.store_file(
             event.dataset_path, source=Source("dicom", ae_title=ae, address=addr), consume=True
         )
     except PacsError as exc:
@@ -132,8 +145,18 @@ def handle_store(event: Event, ctx: ScpContext) -> int | Dataset:
             exc.reason,
         )
         metrics.dicom_request("store", "failure", time.perf_counter() - started)
+        dicom_audit.note_refused_store(event.assoc, ae, addr, exc.reason)
         return _refusal(exc)
     metrics.dicom_request("store", "success", time.perf_counter() - started)
+    dicom_audit.note_store(
+        event.assoc,
+        ae,
+        addr,
+        result.study_instance_uid,
+        result.patient_id,
+        result.patient_name,
+        result.size_bytes,
+    )
     return SUCCESS
 
 
@@ -184,6 +207,7 @@ def _find(event: Event, ctx: ScpContext) -> Iterator[tuple[int | Dataset, Datase
         log.warning("C-FIND from %s: unreadable identifier: %s", ae, exc)
         yield failure(InvalidQuery.dicom_status, f"unreadable identifier: {exc}"), None
         return
+    dicom_audit.note_query(event.assoc, ae, addr, query, len(rows), "success")
     charset = identifier.get("SpecificCharacterSet", "") or ""
     if not isinstance(charset, str):
         charset = "\\".join(charset)
@@ -206,6 +230,10 @@ def _find(event: Event, ctx: ScpContext) -> Iterator[tuple[int | Dataset, Datase
 def _matches(event: Event, ctx: ScpContext) -> list[InstanceRef]:
     selectors = retrieve_selectors(event.identifier, _model(event))
     return ctx.archive.instances(**selectors)
+
+
+def _study_uids(refs: list[InstanceRef]) -> list[str]:
+    return list(dict.fromkeys(ref.study_uid for ref in refs))
 
 
 def _stored(ctx: ScpContext, ref: InstanceRef) -> StoredInstance:
@@ -252,6 +280,9 @@ def _move(event: Event, ctx: ScpContext) -> Iterator[Any]:
         yield refusal, None
         return
     log.info("C-MOVE from %s to %s: %d instance(s)", ae, destination, len(refs))
+    dicom_audit.note_retrieve(
+        event.assoc, ae, addr, "move", _study_uids(refs), len(refs), destination=destination
+    )
     yield len(refs)
     for ref in refs:
         if event.is_cancelled:
@@ -279,6 +310,7 @@ def _get(event: Event, ctx: ScpContext) -> Iterator[Any]:
         yield _refusal(exc), None
         return
     log.info("C-GET from %s: %d instance(s)", ae, len(refs))
+    dicom_audit.note_retrieve(event.assoc, ae, addr, "get", _study_uids(refs), len(refs))
     yield len(refs)
     for ref in refs:
         if event.is_cancelled:
@@ -292,6 +324,8 @@ def bindings(ctx: ScpContext) -> list[tuple[Any, Any, list[Any]]]:
     return [
         (evt.EVT_ESTABLISHED, handle_established, [ctx]),
         (evt.EVT_REJECTED, handle_rejected, [ctx]),
+        (evt.EVT_RELEASED, handle_ended, [ctx]),
+        (evt.EVT_ABORTED, handle_ended, [ctx]),
         (evt.EVT_C_ECHO, handle_echo, [ctx]),
         (evt.EVT_C_STORE, handle_store, [ctx]),
         (evt.EVT_C_FIND, handle_find, [ctx]),
