@@ -128,9 +128,9 @@ def flush(assoc: Any, archive: Archive) -> None:
                 "action": "dicom.find",
                 "actor": found.actor,
                 "outcome": query.pop("outcome"),
-                "patient_id": query["keys"].get("PatientID", ""),
-                "patient_name": query["keys"].get("PatientName", ""),
-                "study_uid": query["keys"].get("StudyInstanceUID", "")[:64],
+                "patient_id": query["criteria"].get("PatientID", ""),
+                "patient_name": query["criteria"].get("PatientName", ""),
+                "study_uid": query["criteria"].get("StudyInstanceUID", "")[:64],
                 "details": query,
             }
         )
