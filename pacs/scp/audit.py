@@ -67,7 +67,7 @@ def note_query(assoc: Any, ae: str, addr: str, query: Query, matches: int, outco
     notes(assoc, ae, addr).queries.append(
         {
             "level": query.level.value,
-            "keys": dict(query.criteria),
+            "criteria": dict(query.criteria),
             "matches": matches,
             "outcome": outcome,
         }
