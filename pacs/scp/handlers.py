@@ -240,6 +240,15 @@ def _stored(ctx: ScpContext, ref: InstanceRef) -> StoredInstance:
     return StoredInstance(ref, lambda: ctx.archive.readable_path(ref))
 
 
+def _suboperations(event: Event, ctx: ScpContext, refs: list[InstanceRef]) -> Iterator[Any]:
+    """One pending C-STORE sub-operation per instance, until done or cancelled."""
+    for ref in refs:
+        if event.is_cancelled:
+            yield CANCEL, None
+            return
+        yield PENDING, _stored(ctx, ref)
+
+
 def handle_move(event: Event, ctx: ScpContext) -> Iterator[Any]:
     return _timed("move", _move(event, ctx))
 
@@ -284,11 +293,7 @@ def _move(event: Event, ctx: ScpContext) -> Iterator[Any]:
         event.assoc, ae, addr, "move", _study_uids(refs), len(refs), destination=destination
     )
     yield len(refs)
-    for ref in refs:
-        if event.is_cancelled:
-            yield CANCEL, None
-            return
-        yield PENDING, _stored(ctx, ref)
+    yield from _suboperations(event, ctx, refs)
 
 
 def handle_get(event: Event, ctx: ScpContext) -> Iterator[Any]:
@@ -312,11 +317,7 @@ def _get(event: Event, ctx: ScpContext) -> Iterator[Any]:
     log.info("C-GET from %s: %d instance(s)", ae, len(refs))
     dicom_audit.note_retrieve(event.assoc, ae, addr, "get", _study_uids(refs), len(refs))
     yield len(refs)
-    for ref in refs:
-        if event.is_cancelled:
-            yield CANCEL, None
-            return
-        yield PENDING, _stored(ctx, ref)
+    yield from _suboperations(event, ctx, refs)
 
 
 def bindings(ctx: ScpContext) -> list[tuple[Any, Any, list[Any]]]:
