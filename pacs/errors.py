@@ -89,3 +89,9 @@ class PayloadTooLarge(PacsError):
 
 class NotAcceptable(PacsError):
     http_status = 406
+
+
+class FrameDecodeError(PacsError):
+    """The pixel data of an instance cannot be turned into an image."""
+
+    http_status = 422

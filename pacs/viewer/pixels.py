@@ -20,9 +20,7 @@ import io
 import logging
 import struct
 import threading
-import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -53,7 +51,16 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from pacs.errors import NotFound, PacsError
+from pacs.errors import FrameDecodeError, NotFound, PacsError
+from pacs.viewer.fragments import index_fragments, inflate, unrle_bits
+from pacs.viewer.pixel_header import (
+    Display,
+    Layout,
+    display_attributes,
+    frame_groups,
+    has_functional_groups,
+    header_size,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,15 +96,7 @@ PLUGIN_ORDER: dict[str, tuple[str, ...]] = {
 
 #: the largest decoded frame we accept (a 16-bit 16k × 16k image is 512 MiB)
 MAX_FRAME_BYTES = 1 << 30
-_ITEM = 0xE000FFFE  # (FFFE,E000) read as one little-endian uint32
-_SEQUENCE_END = 0xE0DDFFFE  # (FFFE,E0DD)
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV"}
-
-
-class FrameDecodeError(PacsError):
-    """The pixel data of an instance cannot be turned into an image."""
-
-    http_status = 422
 
 
 def codec_name(transfer_syntax: str) -> str:
@@ -116,78 +115,6 @@ def codec_name(transfer_syntax: str) -> str:
         return "Deflated image frame"
     name = UID(transfer_syntax).name
     return name if name != transfer_syntax else f"transfer syntax {transfer_syntax}"
-
-
-# ---------------------------------------------------------------- what the header says
-
-
-@dataclass(frozen=True)
-class Layout:
-    """The Image Pixel module values that shape the decoded array."""
-
-    rows: int
-    columns: int
-    samples_per_pixel: int
-    bits_allocated: int
-    bits_stored: int
-    pixel_representation: int
-    photometric: str
-    planar_configuration: int
-    frames: int
-    keyword: str
-
-    @property
-    def is_colour(self) -> bool:
-        return self.samples_per_pixel > 1 or self.photometric == "PALETTE COLOR"
-
-    def native_frame_bytes(self) -> int | None:
-        """Bytes of one native frame, or None when frames are not byte-aligned (1-bit)."""
-        bits = self.rows * self.columns * self.samples_per_pixel * self.bits_allocated
-        if self.photometric == "YBR_FULL_422" and self.samples_per_pixel == 3:
-            bits = bits // 3 * 2  # PS3.3 C.7.6.3.1.2: two chroma samples per two pixels
-        if bits % 8:
-            return None
-        if self.bits_allocated == 1 and self.frames > 1:
-            return None
-        return bits // 8
-
-
-@dataclass(frozen=True, eq=False)
-class Lut:
-    """A modality or VOI lookup table (PS3.3 C.11.1, C.11.2)."""
-
-    first_mapped: int
-    bits: int
-    data: np.ndarray  # read-only int64, one entry per input value from first_mapped on
-    explanation: str = ""
-
-    def lookup(self, values: np.ndarray) -> np.ndarray:
-        """Table output for input values (inputs outside the table map to its ends)."""
-        index = np.floor(values - self.first_mapped)
-        np.clip(index, 0, len(self.data) - 1, out=index)
-        return self.data[index.astype(np.intp)]
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "first_mapped": self.first_mapped,
-            "bits": self.bits,
-            "data": self.data.tolist(),
-            "explanation": self.explanation,
-        }
-
-
-@dataclass(frozen=True)
-class Display:
-    """How stored values become grey levels (modality and VOI stages) for one frame."""
-
-    photometric: str
-    rescale_slope: float
-    rescale_intercept: float
-    modality_lut: Lut | None
-    windows: tuple[tuple[float, float, str], ...]
-    voi_lut: Lut | None
-    voi_function: str
-    pixel_spacing: tuple[float, float] | None
 
 
 # ---------------------------------------------------------------- decoded frames
@@ -263,9 +190,9 @@ class PixelSource:
         self._fragments: list[list[tuple[int, int]]] | None = None
         self._palette: np.ndarray | None = None
         self._plugin: str | None = None
-        self._display: Display | None = None
+        self.display_attributes: Display | None = None
         self._frame_displays: dict[int, Display] = {}
-        self.nbytes = resident_bytes + _header_size(header) + 2048
+        self.nbytes = resident_bytes + header_size(header) + 2048
 
     # ------------------------------------------------------------ facts
 
@@ -342,11 +269,11 @@ class PixelSource:
         with self._lock:
             if self._fragments is None:
                 with self._open() as fp:
-                    self._fragments = _index_fragments(fp, self._offset, self._frame_bounds())
+                    self._fragments = index_fragments(fp, self._offset, self._frame_bounds())
             return self._fragments or None
 
     def _frame_bounds(self) -> tuple[int, list[int] | None]:
-        """(frames, extended offsets or None) for :func:`_index_fragments`."""
+        """(frames, extended offsets or None) for :func:`index_fragments`."""
         offsets = None
         table = self.header.get((0x7FE0, 0x0001))
         if table is not None and table.value:
@@ -402,11 +329,11 @@ class PixelSource:
             frame = self._encoded_frame(index)
             if self.transfer_syntax == DEFLATED_IMAGE_FRAME:
                 return self._decode_native(
-                    _inflate(frame), None, 1, correct_unused_bits, big_endian=False
+                    inflate(frame), None, 1, correct_unused_bits, big_endian=False
                 )
             if self.transfer_syntax == RLELossless and layout.bits_allocated == 1:
                 return self._decode_native(
-                    _unrle_bits(frame, layout), None, 1, correct_unused_bits, big_endian=False
+                    unrle_bits(frame, layout), None, 1, correct_unused_bits, big_endian=False
                 )
             return self._decode_encapsulated(frame, correct_unused_bits)
         except PacsError:
@@ -543,14 +470,14 @@ class PixelSource:
 
     def display(self, index: int) -> Display:
         """Modality/VOI attributes for frame ``index`` (functional groups win)."""
-        if not _has_functional_groups(self.header):
-            if self._display is None:
-                self._display = _display(self.header, (), self.layout)
-            return self._display
+        if not has_functional_groups(self.header):
+            if self.display_attributes is None:
+                self.display_attributes = display_attributes(self.header, (), self.layout)
+            return self.display_attributes
         with self._lock:
             found = self._frame_displays.get(index)
         if found is None:
-            found = _display(self.header, _frame_groups(self.header, index), self.layout)
+            found = display_attributes(self.header, frame_groups(self.header, index), self.layout)
             with self._lock:
                 self._frame_displays[index] = found
         return found
@@ -756,91 +683,6 @@ def _layout(ds: Dataset, keyword: str, length: int | None, ts: UID) -> Layout:
     return Layout(**{**layout.__dict__, "frames": frames})
 
 
-# ---------------------------------------------------------------- encapsulated frames
-
-
-def _index_fragments(
-    fp: BinaryIO, offset: int, bounds: tuple[int, list[int] | None]
-) -> list[list[tuple[int, int]]]:
-    """Group the fragments after ``offset`` into frames; [] when that needs the codec.
-
-    Uses, in order, the Extended Offset Table, the Basic Offset Table, one
-    fragment per frame, or all fragments for a single frame (PS3.5 A.4).
-    """
-    frames, extended = bounds
-    fp.seek(offset)
-    tag, length = struct.unpack("<LL", fp.read(8))
-    if tag != _ITEM:
-        raise FrameDecodeError("the encapsulated pixel data has no Basic Offset Table item")
-    table = fp.read(length)
-    first_item = fp.tell()
-    fragments: list[tuple[int, int, int]] = []  # (item position, data position, length)
-    while True:
-        head = fp.read(8)
-        if len(head) < 8:
-            break
-        tag, length = struct.unpack("<LL", head)
-        if tag == _SEQUENCE_END:
-            break
-        if tag != _ITEM or length == 0xFFFFFFFF:
-            raise FrameDecodeError("the encapsulated pixel data has a malformed fragment item")
-        position = fp.tell()
-        fragments.append((position - 8, position, length))
-        fp.seek(length, io.SEEK_CUR)
-    if not fragments:
-        raise FrameDecodeError("the encapsulated pixel data has no fragments")
-    starts = extended or (list(struct.unpack(f"<{len(table) // 4}L", table)) if table else None)
-    if starts and len(starts) >= frames:
-        groups: list[list[tuple[int, int]]] = [[] for _ in starts]
-        relative = [item - first_item for item, _, _ in fragments]
-        frame = 0
-        for rel, (_, position, length) in zip(relative, fragments, strict=True):
-            while frame + 1 < len(starts) and rel >= starts[frame + 1]:
-                frame += 1
-            groups[frame].append((position, length))
-        return groups
-    if len(fragments) == frames:
-        return [[(position, length)] for _, position, length in fragments]
-    if frames == 1:
-        return [[(position, length) for _, position, length in fragments]]
-    return []
-
-
-def _inflate(data: bytes) -> bytes:
-    try:
-        return zlib.decompress(data, -15)
-    except zlib.error:
-        return zlib.decompress(data, 47)  # tolerate a zlib or gzip wrapper
-
-
-def _unrle_bits(frame: bytes, layout: Layout) -> bytes:
-    """Native bytes of an RLE-compressed 1-bit frame (PS3.5 G: PackBits segments)."""
-    if len(frame) < 64:
-        raise FrameDecodeError("the RLE header is truncated")
-    header = struct.unpack("<16L", frame[:64])
-    segments = header[0]
-    if segments != layout.samples_per_pixel:
-        raise FrameDecodeError(f"RLE data has {segments} segments, expected 1")
-    end = header[2] if segments > 1 and header[2] else len(frame)
-    data = frame[header[1] : end]
-    out = bytearray()
-    i = 0
-    while i < len(data):
-        n = data[i]
-        if n < 128:
-            out += data[i + 1 : i + 2 + n]
-            i += n + 2
-        elif n > 128:
-            out += data[i + 1 : i + 2] * (257 - n)
-            i += 2
-        else:
-            i += 1
-    need = (layout.rows * layout.columns + 7) // 8
-    if len(out) < need:
-        raise FrameDecodeError("RLE data decodes to fewer bytes than the frame needs")
-    return bytes(out[:need])
-
-
 # ---------------------------------------------------------------- colour
 
 
@@ -878,289 +720,6 @@ def _palette_table(header: Dataset, layout: Layout | None) -> np.ndarray:
         colours = _scale_to_8bit(colours, 16)
     domain = np.arange(1 << min(layout.bits_allocated, 16), dtype=np.int64) - first
     return np.ascontiguousarray(colours[np.clip(domain, 0, entries - 1)])
-
-
-# ---------------------------------------------------------------- overlays
-
-
-@dataclass(frozen=True, eq=False)
-class OverlayPlane:
-    """One overlay plane (PS3.3 C.9.2) as it applies to one frame.
-
-    ``mask`` is a read-only boolean array (rows, columns), True where the overlay
-    is drawn. ``origin`` is the (row, column) of the mask's top-left pixel in the
-    image, 0-based (DICOM's Overlay Origin minus one); it may be negative or lie
-    beyond the image, and only the part over the image is meant to be shown.
-    """
-
-    group: int
-    rows: int
-    columns: int
-    origin: tuple[int, int]
-    type: str  # "G" graphics or "R" region of interest
-    label: str
-    description: str
-    mask: np.ndarray
-
-    def packed(self) -> bytes:
-        """The mask as bits, row-major, most significant bit first, zero-padded at the end."""
-        return np.packbits(self.mask, axis=None).tobytes()
-
-    def on_image(self, rows: int, columns: int) -> np.ndarray:
-        """The mask placed on an image grid of ``rows`` × ``columns`` (cropped at its edges)."""
-        out = np.zeros((rows, columns), dtype=bool)
-        top, left = self.origin
-        r0, c0 = max(top, 0), max(left, 0)
-        r1, c1 = min(top + self.rows, rows), min(left + self.columns, columns)
-        if r0 < r1 and c0 < c1:
-            out[r0:r1, c0:c1] = self.mask[r0 - top : r1 - top, c0 - left : c1 - left]
-        return out
-
-    def as_json(self) -> dict[str, Any]:
-        """JSON-able form: ``bits`` is :meth:`packed` in base64."""
-        import base64
-
-        return {
-            "group": f"{self.group:04X}",
-            "rows": self.rows,
-            "columns": self.columns,
-            "origin": list(self.origin),
-            "type": self.type,
-            "label": self.label,
-            "description": self.description,
-            "bits": base64.b64encode(self.packed()).decode("ascii"),
-        }
-
-
-def overlay_planes(source: PixelSource, index: int) -> list[OverlayPlane]:
-    """The overlay planes (groups 6000–601E) that apply to frame ``index``.
-
-    A plane without Number of Frames in Overlay applies to every frame; one with
-    it applies from Image Frame Origin on. Overlays embedded in unused high bits
-    of the pixel data (a retired encoding still found in old files) are extracted too.
-    Raises NotFound for a missing frame; unusable planes are skipped.
-    """
-    layout = source.check_frame(index)
-    header = source.header
-    big_endian = source.transfer_syntax == ExplicitVRBigEndian
-    planes = []
-    for group in range(0x6000, 0x6020, 2):
-        if (group << 16 | 0x0010) not in header._dict:
-            continue
-        try:
-            plane = _overlay(source, layout, group, index, big_endian)
-        except PacsError:
-            raise
-        except Exception:
-            log.info("skipped unusable overlay group %04X", group, exc_info=True)
-            continue
-        if plane is not None:
-            planes.append(plane)
-    return planes
-
-
-def _overlay(
-    source: PixelSource, layout: Layout, group: int, index: int, big_endian: bool
-) -> OverlayPlane | None:
-    header = source.header
-
-    def value(element: int) -> Any:
-        tag = group << 16 | element
-        return header[tag].value if tag in header._dict else None
-
-    rows, columns = int(value(0x0010)), int(value(0x0011))
-    origin = _floats(value(0x0050)) or [1.0, 1.0]
-    frames_in_overlay = value(0x0015)
-    frame = 0
-    if frames_in_overlay not in (None, ""):
-        first = int(value(0x0051) or 1)
-        frame = index + 1 - first
-        if not 0 <= frame < int(frames_in_overlay):
-            return None
-    data = value(0x3000)
-    size = rows * columns
-    if data:
-        raw = np.frombuffer(data, dtype=np.uint8)
-        if big_endian and len(raw) % 2 == 0:
-            raw = raw.reshape(-1, 2)[:, ::-1].ravel()  # OW words were byte-swapped
-        bits = np.unpackbits(raw, bitorder="little")[frame * size : (frame + 1) * size]
-        if len(bits) < size:
-            return None
-        mask = bits.reshape(rows, columns).astype(bool)
-    else:
-        position = value(0x0102)
-        if position is None or int(value(0x0100) or 1) == 1:
-            return None
-        if (rows, columns) != (layout.rows, layout.columns):
-            return None
-        pixels = source.native_array(index, correct_unused_bits=False)
-        unsigned = pixels.view(f"u{pixels.dtype.itemsize}")
-        mask = ((unsigned >> int(position)) & 1).astype(bool)
-    mask.flags.writeable = False
-    return OverlayPlane(
-        group=group,
-        rows=rows,
-        columns=columns,
-        origin=(int(origin[0]) - 1, int(origin[1]) - 1),
-        type=str(value(0x0040) or "G").strip().upper(),
-        label=str(value(0x1500) or ""),
-        description=str(value(0x0022) or ""),
-        mask=mask,
-    )
-
-
-# ---------------------------------------------------------------- display attributes
-
-
-def _has_functional_groups(ds: Dataset) -> bool:
-    return "SharedFunctionalGroupsSequence" in ds or "PerFrameFunctionalGroupsSequence" in ds
-
-
-def _frame_groups(ds: Dataset, index: int) -> tuple[Dataset, ...]:
-    """Shared then per-frame functional group items for frame ``index`` (later ones win)."""
-    groups = []
-    for keyword in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-        try:
-            seq = ds.get(keyword)
-            if keyword.startswith("Shared") and seq:
-                groups.append(seq[0])
-            elif seq and index < len(seq):
-                groups.append(seq[index])
-        except Exception:
-            continue
-    return tuple(groups)
-
-
-def _floats(value: Any) -> list[float]:
-    if value is None or value == "":
-        return []
-    if not (isinstance(value, list | tuple) or type(value).__name__ == "MultiValue"):
-        value = [value]
-    out = []
-    for item in value:
-        try:
-            out.append(float(item))
-        except (TypeError, ValueError):
-            continue
-    return out
-
-
-def _strings(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        return [str(v) for v in value]
-    return [str(value)]
-
-
-def _get(ds: Dataset, keyword: str) -> Any:
-    try:
-        return ds.get(keyword)
-    except Exception:
-        return None
-
-
-def _item(ds: Dataset, keyword: str) -> Dataset | None:
-    seq = _get(ds, keyword)
-    try:
-        return seq[0] if seq else None
-    except Exception:
-        return None
-
-
-def _windows(ds: Dataset) -> tuple[tuple[float, float, str], ...]:
-    centers = _floats(_get(ds, "WindowCenter"))
-    widths = _floats(_get(ds, "WindowWidth"))
-    notes = _strings(_get(ds, "WindowCenterWidthExplanation"))
-    return tuple(
-        (c, w, notes[i] if i < len(notes) else "")
-        for i, (c, w) in enumerate(zip(centers, widths, strict=False))
-    )
-
-
-def _lut(item: Dataset | None, *, signed_input: bool, little: bool) -> Lut | None:
-    """A LUT from a Modality/VOI LUT Sequence item, or None if it is unusable."""
-    if item is None:
-        return None
-    try:
-        descriptor = [int(v) for v in item.LUTDescriptor]
-        raw = item.LUTData
-        entries = descriptor[0] or 65536
-        first = descriptor[1]
-        bits = descriptor[2]
-        # The first mapped value is US or SS after the pixel representation (C.11.1.1.1).
-        if signed_input and first >= 32768:
-            first -= 65536
-        elif not signed_input and first < 0:
-            first += 65536
-        if isinstance(raw, bytes | bytearray):
-            data = np.frombuffer(raw, dtype="<u2" if little else ">u2").astype(np.int64)
-        else:
-            data = np.asarray(_floats(raw) if not isinstance(raw, int) else [raw], np.int64)
-        data = data[:entries] if len(data) >= entries else data
-        if not len(data):
-            return None
-        if not 1 <= bits <= 16:
-            bits = 16
-        top = int(data.max())
-        if top >= 1 << bits:
-            bits = top.bit_length()
-        data.flags.writeable = False
-        explanation = str(item.get("LUTExplanation", "") or "")
-        return Lut(first, bits, data, explanation)
-    except Exception:
-        log.info("ignored an unusable LUT item", exc_info=True)
-        return None
-
-
-def _display(ds: Dataset, groups: tuple[Dataset, ...], layout: Layout | None) -> Display:
-    """The display attributes of the top level, overridden by functional groups."""
-    photometric = layout.photometric if layout else "MONOCHROME2"
-    signed = bool(layout and layout.pixel_representation)
-    little = ds.original_encoding[1] is not False
-    slope = (_floats(_get(ds, "RescaleSlope")) or [None])[0]
-    intercept = (_floats(_get(ds, "RescaleIntercept")) or [None])[0]
-    windows = _windows(ds)
-    function = str(_get(ds, "VOILUTFunction") or "")
-    spacing = _floats(_get(ds, "PixelSpacing")) or _floats(_get(ds, "ImagerPixelSpacing"))
-    for group in groups:
-        transform = _item(group, "PixelValueTransformationSequence")
-        if transform is not None:
-            slope = (_floats(_get(transform, "RescaleSlope")) or [slope])[0]
-            intercept = (_floats(_get(transform, "RescaleIntercept")) or [intercept])[0]
-        voi = _item(group, "FrameVOILUTSequence")
-        if voi is not None:
-            windows = _windows(voi) or windows
-            function = str(_get(voi, "VOILUTFunction") or function)
-        measures = _item(group, "PixelMeasuresSequence")
-        if measures is not None:
-            spacing = _floats(_get(measures, "PixelSpacing")) or spacing
-    if slope is None and str(_get(ds, "Modality") or "") == "RTDOSE":
-        # RT Dose: stored value × Dose Grid Scaling = dose in the Dose Units (C.8.8.3).
-        slope = (_floats(_get(ds, "DoseGridScaling")) or [None])[0]
-    function = function.strip().upper()
-    return Display(
-        photometric=photometric,
-        rescale_slope=slope if slope else 1.0,
-        rescale_intercept=intercept or 0.0,
-        modality_lut=_lut(_item(ds, "ModalityLUTSequence"), signed_input=signed, little=little),
-        windows=windows,
-        voi_lut=_lut(_item(ds, "VOILUTSequence"), signed_input=False, little=little),
-        voi_function=function if function in ("LINEAR", "LINEAR_EXACT", "SIGMOID") else "LINEAR",
-        pixel_spacing=(spacing[0], spacing[1]) if len(spacing) >= 2 else None,
-    )
-
-
-def _header_size(ds: Dataset) -> int:
-    """A rough count of the bytes the header holds (large LUT and overlay values)."""
-    total = 0
-    for elem in ds._dict.values():
-        value = getattr(elem, "value", None)
-        if isinstance(value, bytes | bytearray):
-            total += len(value)
-        else:
-            total += 64
-    return total
 
 
 def _first_line(exc: BaseException) -> str:

@@ -44,19 +44,17 @@ from PIL import Image
 from pydicom.pixels.utils import pack_bits
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from pacs.errors import InvalidQuery, NotFound, PacsError
+from pacs.errors import FrameDecodeError, InvalidQuery, NotFound, PacsError
 from pacs.viewer.framecache import ByteLRU, CacheStats
+from pacs.viewer.overlays import OverlayPlane
+from pacs.viewer.overlays import overlay_planes as _source_overlays
+from pacs.viewer.pixel_header import Display, Lut
 from pacs.viewer.pixels import (
     DecodedFrame,
-    Display,
-    FrameDecodeError,
-    Lut,
-    OverlayPlane,
     PixelSource,
     load_file_source,
     load_source,
 )
-from pacs.viewer.pixels import overlay_planes as _source_overlays
 
 if TYPE_CHECKING:
     from pacs.archive import Archive
