@@ -492,10 +492,16 @@ class Archive:
     # ------------------------------------------------------------ maintenance
 
     def reindex(self, progress: Callable[[int], None] | None = None) -> dict[str, int]:
-        """Rebuild the index from the object store alone."""
+        """Rebuild the index from the object store alone.
+
+        Objects are indexed oldest first: study and patient attributes come from
+        the first instance received (or the latest replacement), so replaying the
+        arrival order reproduces the index that ingest built.
+        """
         self.index.wipe()
         counts = {"indexed": 0, "invalid": 0}
-        for info in self.objects.iter_objects():
+        objects = sorted(self.objects.iter_objects(), key=lambda o: (o.modified, o.key))
+        for info in objects:
             with self._local_copy(info.key) as path:
                 try:
                     parsed = read_instance(path)

@@ -6,7 +6,9 @@ our errors to a DIMSE status through the table in :mod:`pacs.errors`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,10 +17,12 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.events import Event
+from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
+    Verification,
 )
 
 from pacs import metrics
@@ -35,6 +39,7 @@ from pacs.scp.identifiers import (
     retrieve_selectors,
     to_query,
 )
+from pacs.scp.move_guard import refuse_moves
 from pacs.scp.peers import Peers
 from pacs.scp.sending import StoredInstance, storage_contexts
 from pacs.storage.index import InstanceRef
@@ -90,6 +95,8 @@ def handle_established(event: Event, ctx: ScpContext) -> None:
     log.info("association from %s (%s)", ae, addr)
     metrics.association("accepted")
     ctx.peers.seen(ae)
+    if not ctx.peers.allows(ae, "retrieve"):
+        refuse_moves(event.assoc, NotAuthorized.dicom_status, f"{ae} may not retrieve here")
 
 
 def handle_rejected(event: Event, ctx: ScpContext) -> None:
@@ -115,6 +122,35 @@ def handle_rejected(event: Event, ctx: ScpContext) -> None:
 def handle_ended(event: Event, ctx: ScpContext) -> None:
     """Released or aborted: write what the association did to the audit trail."""
     dicom_audit.flush(event.assoc, ctx.archive)
+
+
+def handle_aborted(event: Event, ctx: ScpContext) -> None:
+    ae, addr = _caller(event)
+    log.warning("association from %s (%s) aborted", ae, addr)
+    _discard_partial(event)
+    handle_ended(event, ctx)
+
+
+def handle_connection_closed(event: Event, ctx: ScpContext) -> None:
+    _discard_partial(event)
+
+
+def _discard_partial(event: Event) -> None:
+    """Delete the spooled part of a C-STORE that will never complete.
+
+    pynetdicom spools a data set being received to a temporary file and only
+    removes it after the C-STORE handler ran; a transfer cut short leaves it.
+    """
+    message = getattr(getattr(event.assoc, "dimse", None), "message", None)
+    spooled = getattr(message, "_data_set_file", None)
+    if spooled is None:
+        return
+    with contextlib.suppress(OSError):
+        spooled.close()
+    with contextlib.suppress(OSError):
+        os.unlink(spooled.name)
+    message._data_set_file = None
+    log.info("discarded a partially received C-STORE (%s)", spooled.name)
 
 
 def handle_echo(event: Event, ctx: ScpContext) -> int:
@@ -282,7 +318,10 @@ def _move(event: Event, ctx: ScpContext) -> Iterator[Any]:
             log.warning("C-MOVE from %s failed: %s", ae, exc.reason)
     if refusal is None and len(refs) > MAX_SUBOPERATIONS:
         refusal = failure(0xA701, f"{len(refs)} instances: more than one C-MOVE can count")
-    yield node.host, node.port, {"contexts": storage_contexts(refs) or None}
+    # pynetdicom opens the sub-association before it reads a refusal from us, and
+    # needs at least one context for that: Verification carries nothing.
+    contexts = storage_contexts(refs) or [build_context(Verification)]
+    yield node.host, node.port, {"contexts": contexts}
     if refusal is not None:
         # pynetdicom takes the failure as the final response once it has a count.
         yield 1
@@ -326,7 +365,8 @@ def bindings(ctx: ScpContext) -> list[tuple[Any, Any, list[Any]]]:
         (evt.EVT_ESTABLISHED, handle_established, [ctx]),
         (evt.EVT_REJECTED, handle_rejected, [ctx]),
         (evt.EVT_RELEASED, handle_ended, [ctx]),
-        (evt.EVT_ABORTED, handle_ended, [ctx]),
+        (evt.EVT_ABORTED, handle_aborted, [ctx]),
+        (evt.EVT_CONN_CLOSE, handle_connection_closed, [ctx]),
         (evt.EVT_C_ECHO, handle_echo, [ctx]),
         (evt.EVT_C_STORE, handle_store, [ctx]),
         (evt.EVT_C_FIND, handle_find, [ctx]),

@@ -84,11 +84,29 @@ def accepted_syntaxes(assoc: Association, sop_class: str) -> list[UID]:
     return out
 
 
+# pydicom's decoders in the order that decodes the most of the real corpus;
+# one failing on a quirk of a file (J2K_pixelrep_mismatch.dcm with pylibjpeg)
+# is not the end: the next may manage.
+_DECODERS = ("pylibjpeg", "pydicom", "gdcm", "pyjpegls", "pillow")
+
+
+def _decompress(ds: Dataset) -> None:
+    """Decompress in place, keeping the SOP Instance UID (it is the same instance)."""
+    failures = []
+    for plugin in _DECODERS:
+        try:
+            ds.decompress(decoding_plugin=plugin, generate_instance_uid=False)
+            return
+        except Exception as exc:  # each plugin fails in its own way
+            failures.append(f"{plugin}: {exc}")
+    raise ValueError("cannot decompress for the destination: " + "; ".join(failures))
+
+
 def _decompressed(path: Path, allowed: Sequence[UID]) -> Dataset:
     ds = dcmread(path)
     ts = ds.file_meta.TransferSyntaxUID
     if ts.is_compressed:
-        ds.decompress()
+        _decompress(ds)
     if ds.file_meta.TransferSyntaxUID not in allowed:
         # pynetdicom converts between the uncompressed syntaxes itself.
         target = next((t for t in allowed if t in UNCOMPRESSED), None)
@@ -295,13 +313,17 @@ def install() -> None:
 
 def storage_contexts(refs: Iterable[InstanceRef]) -> list[PresentationContext]:
     """Contexts to propose for sending ``refs``: each stored syntax on its own context,
-    plus an uncompressed fallback per SOP class (so the peer may pick either)."""
+    plus an uncompressed fallback per SOP class (so the peer may pick either).
+
+    A context offers one syntax chosen by the peer; the stored syntax gets a
+    context of its own so that a peer accepting it receives the bytes as archived.
+    """
     stored: dict[str, set[str]] = {}
     for ref in refs:
         stored.setdefault(ref.sop_class_uid, set()).add(ref.transfer_syntax_uid)
     contexts = []
     for sop_class, syntaxes in sorted(stored.items()):
-        for ts in sorted(syntaxes - set(UNCOMPRESSED)):
+        for ts in sorted(syntaxes):
             contexts.append(build_context(sop_class, [ts]))
         contexts.append(build_context(sop_class, list(UNCOMPRESSED)))
     if len(contexts) > MAX_CONTEXTS:

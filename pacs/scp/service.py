@@ -7,6 +7,7 @@ process (pre-fork), so several modalities sending at once use every core.
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import threading
 import time
@@ -26,11 +27,14 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from pacs.archive import Archive
 from pacs.config import Settings
-from pacs.scp import sending, tuning
+from pacs.scp import move_guard, sending, tuning
 from pacs.scp.handlers import ScpContext, bindings
 from pacs.scp.peers import Peers
 
 log = logging.getLogger(__name__)
+
+#: How long a new connection may stay silent before we drop it (PS3.8 ARTIM).
+REQUEST_WAIT_S = 10.0
 
 QUERY_RETRIEVE = (
     PatientRootQueryRetrieveInformationModelFind,
@@ -81,6 +85,25 @@ class SharedSocketServer(ThreadedAssociationServer):
     def server_activate(self) -> None:
         """Already listening (the supervisor called listen)."""
 
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Hand a connection to pynetdicom only once its A-ASSOCIATE-RQ has started.
+
+        pynetdicom counts an association from the moment it accepts the TCP
+        connection and, for one that closes or stays silent, holds that slot until
+        its ACSE timeout: 70 port probes (a monitoring check, a load balancer) were
+        enough to lock modalities out. Waiting here holds no slot.
+        """
+        try:
+            readable, _, _ = select.select([request], [], [], REQUEST_WAIT_S)
+            first = request.recv(1, socket.MSG_PEEK) if readable else b""
+        except OSError:
+            first = b""
+        if not first:
+            log.debug("connection from %s closed before an association request", client_address)
+            self.shutdown_request(request)
+            return
+        super().process_request_thread(request, client_address)
+
     def get_request(self) -> tuple[socket.socket, Any]:
         client, address = self._listener.accept()
         client.setblocking(True)
@@ -125,6 +148,7 @@ def configure_pynetdicom() -> None:
     _config.LOG_RESPONSE_IDENTIFIERS = False
     tuning.install()
     sending.install()
+    move_guard.install()
 
 
 class DicomService:

@@ -341,6 +341,10 @@ class SqlIndex:
                 use_cache = False
 
         study_pk, created_study = self._study_pk(conn, h, now, use_cache)
+        if replaced is not None and not created_study:
+            # A re-sent instance usually carries corrections (a name typed again
+            # with its diacritics): the study takes the newest values.
+            self._refresh_study(conn, study_pk, h, now)
         series_pk, created_series = self._series_pk(conn, h, study_pk, source_ae, now, use_cache)
         conn.execute(
             _INS_INSTANCE,
@@ -425,21 +429,7 @@ class SqlIndex:
             .values(
                 study_uid=h.study_instance_uid,
                 patient_pk=patient_pk,
-                patient_id=h.patient_id,
-                patient_name=h.patient_name,
-                patient_name_key=fold(h.patient_name),
-                patient_birth_date=h.patient_birth_date,
-                patient_sex=h.patient_sex,
-                study_date=h.study_date,
-                study_time=h.study_time,
-                accession_number=h.accession_number,
-                study_id=h.study_id,
-                description=h.study_description,
-                description_key=fold(h.study_description)[:64],
-                referring_physician=h.referring_physician,
-                referring_physician_key=fold(h.referring_physician),
-                institution=h.institution,
-                charset=h.specific_character_set,
+                **self._study_attributes(h),
                 modalities="",
                 num_series=0,
                 num_instances=0,
@@ -449,8 +439,102 @@ class SqlIndex:
             )
             .returning(Study.id)
         ).scalar_one()
+        self._insert_tokens(conn, pk, h)
+        return pk, True
+
+    def _refresh_study(
+        self, conn: Connection, study_pk: int, h: InstanceHeader, now: datetime
+    ) -> None:
+        """Give an existing study (and its patient) the attributes of ``h``."""
+        old_patient = conn.execute(
+            select(Study.patient_pk).where(Study.id == study_pk)
+        ).scalar_one()
+        patient_pk = self._patient_pk(conn, h, now)
+        conn.execute(
+            update(Patient)
+            .where(Patient.id == patient_pk)
+            .values(
+                name=h.patient_name,
+                name_key=fold(h.patient_name),
+                birth_date=h.patient_birth_date,
+                sex=h.patient_sex,
+            )
+        )
+        conn.execute(
+            update(Study)
+            .where(Study.id == study_pk)
+            .values(
+                patient_pk=patient_pk,
+                **self._study_attributes(h),
+                updated_at=now,
+            )
+        )
+        conn.execute(delete(SearchToken).where(SearchToken.study_pk == study_pk))
+        self._insert_tokens(conn, study_pk, h)
+        # The patient's other studies carry copies of the corrected demographics.
+        others = [
+            pk
+            for pk in conn.execute(
+                select(Study.id).where(Study.patient_pk == patient_pk, Study.id != study_pk)
+            ).scalars()
+        ]
+        if others:
+            conn.execute(
+                update(Study)
+                .where(Study.id.in_(others))
+                .values(
+                    patient_name=h.patient_name,
+                    patient_name_key=fold(h.patient_name),
+                    patient_birth_date=h.patient_birth_date,
+                    patient_sex=h.patient_sex,
+                )
+            )
+            conn.execute(
+                delete(SearchToken).where(
+                    SearchToken.study_pk.in_(others), SearchToken.field == "patient"
+                )
+            )
+            tokens = _tokens(h.patient_name)
+            if tokens:
+                conn.execute(
+                    insert(SearchToken),
+                    [
+                        {"study_pk": pk, "field": "patient", "token": token}
+                        for pk in others
+                        for token in tokens
+                    ],
+                )
+        if old_patient != patient_pk:
+            remaining = conn.execute(
+                select(func.count(Study.id)).where(Study.patient_pk == old_patient)
+            ).scalar_one()
+            if remaining == 0:
+                conn.execute(delete(Patient).where(Patient.id == old_patient))
+
+    @staticmethod
+    def _study_attributes(h: InstanceHeader) -> dict[str, Any]:
+        return {
+            "patient_id": h.patient_id,
+            "patient_name": h.patient_name,
+            "patient_name_key": fold(h.patient_name),
+            "patient_birth_date": h.patient_birth_date,
+            "patient_sex": h.patient_sex,
+            "study_date": h.study_date,
+            "study_time": h.study_time,
+            "accession_number": h.accession_number,
+            "study_id": h.study_id,
+            "description": h.study_description,
+            "description_key": fold(h.study_description)[:64],
+            "referring_physician": h.referring_physician,
+            "referring_physician_key": fold(h.referring_physician),
+            "institution": h.institution,
+            "charset": h.specific_character_set,
+        }
+
+    @staticmethod
+    def _insert_tokens(conn: Connection, study_pk: int, h: InstanceHeader) -> None:
         tokens = [
-            {"study_pk": pk, "field": field_name, "token": token}
+            {"study_pk": study_pk, "field": field_name, "token": token}
             for field_name, text in (
                 ("patient", h.patient_name),
                 ("referring", h.referring_physician),
@@ -460,7 +544,6 @@ class SqlIndex:
         ]
         if tokens:
             conn.execute(insert(SearchToken), tokens)
-        return pk, True
 
     def _series_pk(
         self,

@@ -413,16 +413,6 @@ def test_most_files_cross_dcmtk_unchanged(corpus_files, wire_reference, read_dat
     assert len(unchanged) >= len(corpus_files) // 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "pacs bug: an instance archived in Implicit VR Little Endian is re-encoded as "
-        "Explicit VR LE on C-MOVE to a destination that accepts both: "
-        "pacs.scp.sending.storage_contexts() proposes the stored syntax only inside the "
-        "shared [Explicit LE, Implicit LE] fallback context, storescp +xa picks Explicit, "
-        "and send_stored() transcodes (log: 'transcoding … from 1.2.840.10008.1.2')"
-    ),
-)
 def test_c_move_keeps_implicit_vr_bytes(
     server, stored, corpus_files, wire_reference, destination, read_dataset_bytes
 ):
@@ -539,15 +529,6 @@ def test_c_move_transcodes_for_an_uncompressed_only_destination(transcoded):
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "pacs bug: a transcoded C-MOVE/C-GET sub-operation carries a NEW SOP Instance UID: "
-        "pacs.scp.sending._decompressed() calls pydicom's Dataset.decompress(), whose "
-        "generate_instance_uid defaults to True in pydicom 3, so the destination receives "
-        "an instance it never asked for (pass generate_instance_uid=False)"
-    ),
-)
 def test_transcoded_instances_keep_their_uids(transcoded):
     changed = {}
     for original_path, received_path in transcoded.items():

@@ -447,15 +447,6 @@ def test_aborted_association_leaves_nothing_half_stored(
     assert_verify_clean(server)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "pacs bug: the data of an aborted C-STORE stays in the worker's spool "
-        "(data/tmp/w<pid>/) until the worker stops: pynetdicom's spooled temporary file "
-        "is not removed when the association is aborted, so every aborted transfer costs "
-        "its size in disk space until a restart"
-    ),
-)
 def test_aborted_transfer_is_removed_from_the_spool_while_running(pacs_server):
     server = pacs_server(web=False)
     sop_uid = "1.2.826.0.1.3680043.8.498.7773"
@@ -467,15 +458,6 @@ def test_aborted_transfer_is_removed_from_the_spool_while_running(pacs_server):
     assert server.spool_files() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "pacs bug: a TCP connection that never sends A-ASSOCIATE-RQ (a port probe, a load "
-        "balancer health check) holds one of the 64 association slots until the ACSE "
-        "timeout (30 s): after 70 connect-and-close probes C-ECHO is refused, and SIGTERM "
-        "then waits the whole shutdown grace ('aborting 70 association(s) still open')"
-    ),
-)
 def test_port_probes_do_not_use_up_association_slots(pacs_server):
     server = pacs_server(web=False)
     try:

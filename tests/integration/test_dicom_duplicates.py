@@ -195,16 +195,6 @@ def test_replacing_with_an_instance_of_another_study_leaves_no_trace_of_the_old_
     assert verify.returncode == 0, verify.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "pacs bug: after a two-instance study is re-sent with a corrected PatientName "
-        "(same SOP Instance UIDs, different bytes, duplicate_policy=replace) C-FIND still "
-        "answers the old name 'NGUYEN^VAN A' at STUDY (and PATIENT) level while C-GET "
-        "returns the corrected objects: the study and patient rows keep the values of the "
-        "first instance ever stored (SqlIndex._study_pk/_patient_pk only insert)"
-    ),
-)
 def test_a_corrected_resend_replaces_what_c_find_answers(
     servers, shared_dicom, raw_store, tmp_path
 ):

@@ -322,17 +322,6 @@ def test_reindex_gives_the_same_answers(reindexed, ambiguous):
         assert len(old) == len(new)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "pacs bug: reindex is not faithful when the instances of a study disagree on "
-        "patient/study attributes (as in the Vietnamese corpus, where each file has its own "
-        "PatientBirthDate, PatientSex and StudyTime): the index keeps the values of the "
-        "first instance stored, and Archive.reindex() reads the objects in os.walk order, "
-        "so after `pacs reindex --yes` e.g. VN010000's StudyTime turns from 093000 "
-        "(VN010000_1.dcm, imported first) into another file's"
-    ),
-)
 def test_reindex_gives_the_same_answers_even_for_inconsistent_studies(reindexed):
     before, after = reindexed
     for level in SNAPSHOT_KEYS:

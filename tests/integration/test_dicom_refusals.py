@@ -136,16 +136,6 @@ def test_enrolled_ae_without_retrieve_permission_gets_a_failure_on_c_move(server
     _log_line_about(server, bookmark, "NORETRIEVE", "retrieve")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "pacs bug: a C-MOVE from an AE without retrieve permission is answered 0xC0xx "
-        "'Unable to process' instead of 0x0124 Not Authorized: handle_move yields the "
-        "destination address with contexts=None before the refusal, so pynetdicom tries "
-        "to associate with the destination, raises 'At least one requested presentation "
-        "context is required' and logs a traceback"
-    ),
-)
 def test_c_move_without_retrieve_permission_is_refused_as_not_authorized(server):
     bookmark = server.log_size()
     result = movescu(
