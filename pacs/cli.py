@@ -263,9 +263,11 @@ def show_config(settings: Settings) -> None:
 
 
 def _register_groups() -> None:
+    from pacs.cli_tokens import token
     from pacs.cli_users import user
 
     main.add_command(user)
+    main.add_command(token)
 
 
 _register_groups()

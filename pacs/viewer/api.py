@@ -29,6 +29,8 @@ from pacs.viewer.users import AccountError
 log = logging.getLogger(__name__)
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+# The pixel endpoints live in frames.py; added once, when this module loads.
+frames.register(bp)
 
 SERIES_KEYWORDS = (
     "SeriesInstanceUID",
@@ -241,5 +243,4 @@ def tags(sop_uid: str) -> Any:
 
 def register(app: Flask, archive: Archive) -> None:
     app.extensions[_META] = SeriesMetadata(archive)
-    frames.register(bp)
     app.register_blueprint(bp)
