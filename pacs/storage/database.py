@@ -57,8 +57,11 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            immediate = conn.get_execution_options().get("sqlite_immediate", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            # Reads run in autocommit: every statement is atomic on its own, and a
+            # BEGIN/ROLLBACK pair around each lookup doubled its cost. Writes take
+            # the write lock up front (see writer()).
+            if conn.get_execution_options().get("sqlite_immediate", False):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     if url.startswith(("postgresql", "postgres")):
