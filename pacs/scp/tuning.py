@@ -149,6 +149,43 @@ def encode_command_set(ds: Any) -> bytes | None:
     return b"".join(parts)
 
 
+class FileMeta(tuple):  # type: ignore[type-arg]
+    """The File Meta values pynetdicom asks for when it spools a received data set."""
+
+    __slots__ = ()
+
+
+def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
+    if vr == b"OB":  # a 4-byte length after two reserved bytes (PS3.5 7.1.2)
+        return struct.pack("<HH2sHI", 0x0002, element, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
+
+
+def _padded(value: str, pad: bytes) -> bytes:
+    raw = value.encode("ascii")
+    return raw + pad if len(raw) % 2 else raw
+
+
+def file_meta_bytes(meta: FileMeta) -> bytes:
+    """File Meta Information (PS3.10 7.1) as explicit VR little endian, group length first.
+
+    The same bytes pydicom's ``write_file_meta_info`` produces for these values,
+    without building and validating a data set for every received instance.
+    """
+    sop_class, sop_instance, syntax, implementation, version = meta
+    body = b"".join(
+        (
+            _meta_element(0x0001, b"OB", b"\x00\x01"),
+            _meta_element(0x0002, b"UI", _padded(sop_class, b"\x00")),
+            _meta_element(0x0003, b"UI", _padded(sop_instance, b"\x00")),
+            _meta_element(0x0010, b"UI", _padded(syntax, b"\x00")),
+            _meta_element(0x0012, b"UI", _padded(implementation, b"\x00")),
+            _meta_element(0x0013, b"SH", _padded(version, b" ")),
+        )
+    )
+    return _meta_element(0x0000, b"UL", struct.pack("<I", len(body))) + body
+
+
 _LOCKS_GUARD = threading.Lock()
 _installed = False
 
@@ -192,6 +229,38 @@ def install() -> None:
         return general_encode(ds, is_implicit_vr, is_little_endian, *args)
 
     pynetdicom.dimse_messages.encode = _encode  # type: ignore[assignment]
+
+    # Spooling a received C-STORE: pynetdicom builds a FileMetaDataset and writes it
+    # with pydicom's validating writer for every instance; the values are always
+    # the same five, so write their bytes directly.
+    general_write_meta = pynetdicom.dimse_messages.write_file_meta_info
+
+    def _create_file_meta(
+        *,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax: str,
+        implementation_uid: str = pynetdicom.PYNETDICOM_IMPLEMENTATION_UID,
+        implementation_version: str = pynetdicom.PYNETDICOM_IMPLEMENTATION_VERSION,
+    ) -> FileMeta:
+        return FileMeta(
+            (
+                str(sop_class_uid),
+                str(sop_instance_uid),
+                str(transfer_syntax),
+                str(implementation_uid),
+                str(implementation_version),
+            )
+        )
+
+    def _write_file_meta_info(fp: Any, meta: Any, *args: Any, **kwargs: Any) -> None:
+        if isinstance(meta, FileMeta):
+            fp.write(file_meta_bytes(meta))
+            return
+        general_write_meta(fp, meta, *args, **kwargs)
+
+    pynetdicom.dimse_messages.create_file_meta = _create_file_meta  # type: ignore[assignment]
+    pynetdicom.dimse_messages.write_file_meta_info = _write_file_meta_info  # type: ignore[assignment]
     _installed = True
 
 

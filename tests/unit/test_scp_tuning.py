@@ -143,3 +143,39 @@ def test_send_buffers_handles_partial_sends() -> None:
     sink = Trickle()
     sending._send_buffers(sink, [b"hello", memoryview(b" DICOM"), b"", b" world"])
     assert bytes(sink.data) == b"hello DICOM world"
+
+
+@pytest.mark.parametrize(
+    ("sop_class", "sop_instance", "syntax"),
+    [
+        ("1.2.840.10008.5.1.4.1.1.2", "1.2.826.0.1.3680043.8.498.123", "1.2.840.10008.1.2.1"),
+        ("1.2.840.10008.5.1.4.1.1.7", "1.2.3.45", "1.2.840.10008.1.2.4.50"),
+        ("1.2.840.10008.5.1.4.1.1.88.11", "9.87", "1.2.840.10008.1.2"),
+    ],
+)
+def test_file_meta_bytes_match_pydicoms_writer(
+    sop_class: str, sop_instance: str, syntax: str
+) -> None:
+    from pydicom.filewriter import write_file_meta_info
+    from pydicom.uid import UID
+    from pynetdicom.dsutils import create_file_meta
+
+    expected = io.BytesIO()
+    write_file_meta_info(
+        expected,
+        create_file_meta(
+            sop_class_uid=UID(sop_class),
+            sop_instance_uid=UID(sop_instance),
+            transfer_syntax=UID(syntax),
+        ),
+    )
+    meta = tuning.FileMeta(
+        (
+            sop_class,
+            sop_instance,
+            syntax,
+            pynetdicom.PYNETDICOM_IMPLEMENTATION_UID,
+            pynetdicom.PYNETDICOM_IMPLEMENTATION_VERSION,
+        )
+    )
+    assert tuning.file_meta_bytes(meta) == expected.getvalue()
