@@ -163,7 +163,21 @@ def ae_add(settings: Settings, ae_title: str, host: str, port: int, **perms: Any
         is_destination=perms["destination"],
         description=perms["description"],
     )
-    created = _archive(settings).save_node(node)
+    from pacs.cli_users import cli_actor
+
+    archive = _archive(settings)
+    created = archive.save_node(node)
+    archive.audit.record(
+        "ae.add",
+        cli_actor(),
+        details={
+            "ae_title": title,
+            "host": host,
+            "port": port,
+            "created": created,
+            **perms,
+        },
+    )
     click.echo(f"{'added' if created else 'updated'} {title} ({host}:{port})")
 
 
@@ -190,10 +204,20 @@ def ae_list(settings: Settings) -> None:
 @click.argument("ae_title")
 def ae_remove(settings: Settings, ae_title: str) -> None:
     """Remove an enrolled AE."""
+    from pacs.cli_users import cli_actor
+
+    archive = _archive(settings)
     try:
-        _archive(settings).remove_node(ae_title.strip())
+        archive.remove_node(ae_title.strip())
     except PacsError as exc:
+        archive.audit.record(
+            "ae.remove",
+            cli_actor(),
+            outcome="failure",
+            details={"ae_title": ae_title.strip(), "reason": exc.reason},
+        )
         raise click.ClickException(exc.reason) from exc
+    archive.audit.record("ae.remove", cli_actor(), details={"ae_title": ae_title.strip()})
     click.echo(f"removed {ae_title}")
 
 

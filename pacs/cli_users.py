@@ -2,7 +2,8 @@
 
 Registered in :mod:`pacs.cli` with ``main.add_command(user)``. Passwords are
 asked for without echo (twice), read from stdin with ``--password-stdin``, or
-generated with ``--generate`` and printed once; they never reach the log.
+generated with ``--generate`` and printed once; they never reach the log nor
+the audit trail, where every change is a row by the actor :func:`cli_actor`.
 """
 
 from __future__ import annotations
@@ -45,15 +46,38 @@ def _settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _accounts(settings: Settings) -> Any:
-    from pacs.bootstrap import build_archive
-    from pacs.viewer.users import Accounts
+def cli_actor() -> Any:
+    """The audit trail's actor for a command typed on the server: the OS account, "local"."""
+    import getpass
+
+    from pacs.audit import Actor
 
     try:
-        archive = build_archive(settings)
-    except PacsError as exc:
-        raise click.ClickException(exc.reason) from exc
-    return Accounts(archive.index.engine)
+        name = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (containers)
+        name = "unknown"
+    return Actor("cli", name, "local")
+
+
+class _CliAccounts:
+    """The account operations and the archive they live in (for its audit trail)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from pacs.bootstrap import build_archive
+        from pacs.viewer.users import Accounts
+
+        try:
+            self.archive = build_archive(settings)
+        except PacsError as exc:
+            raise click.ClickException(exc.reason) from exc
+        self.accounts = Accounts(self.archive.index.engine)
+
+    def audit(self, action: str, outcome: str = "success", **details: Any) -> None:
+        self.archive.audit.record(action, cli_actor(), outcome=outcome, details=details)
+
+
+def _accounts(settings: Settings) -> Any:
+    return _CliAccounts(settings).accounts
 
 
 def _password(password_stdin: bool, generate: bool) -> tuple[str, bool]:
@@ -75,15 +99,23 @@ def _password(password_stdin: bool, generate: bool) -> tuple[str, bool]:
     )
 
 
-def _run(action: Callable[[], Any]) -> Any:
+def _run(
+    action: Callable[[], Any], cli: _CliAccounts | None = None, audited: str = "", **details: Any
+) -> Any:
+    """Run an account action; with ``audited``, record its outcome in the audit trail."""
     from pacs.viewer.users import AccountError
 
     try:
-        return action()
+        result = action()
     except AccountError as exc:
+        if cli is not None and audited:
+            cli.audit(audited, "failure", **details, reason=exc.code)
         raise click.ClickException(exc.message) from exc
     except PacsError as exc:
         raise click.ClickException(exc.reason) from exc
+    if cli is not None and audited:
+        cli.audit(audited, **details)
+    return result
 
 
 _password_options = [
@@ -125,10 +157,14 @@ def user_add(
     generate: bool,
 ) -> None:
     """Create a user."""
-    accounts = _accounts(settings)
+    cli = _CliAccounts(settings)
     password, generated = _password(password_stdin, generate)
     created = _run(
-        lambda: accounts.create(username, password, role=role, display_name=display_name)
+        lambda: cli.accounts.create(username, password, role=role, display_name=display_name),
+        cli,
+        "user.create",
+        user=username[:64],
+        role=role,
     )
     click.echo(f"created {created.username} ({created.role})")
     if generated:
@@ -155,8 +191,13 @@ def user_list(settings: Settings) -> None:
 @click.argument("username")
 def user_disable(settings: Settings, username: str) -> None:
     """Disable a user; they are signed out everywhere at once."""
-    accounts = _accounts(settings)
-    changed = _run(lambda: accounts.set_disabled(username, True, actor="cli"))
+    cli = _CliAccounts(settings)
+    changed = _run(
+        lambda: cli.accounts.set_disabled(username, True, actor="cli"),
+        cli,
+        "user.disable",
+        user=username[:64],
+    )
     click.echo(f"disabled {changed.username}")
 
 
@@ -165,8 +206,13 @@ def user_disable(settings: Settings, username: str) -> None:
 @click.argument("username")
 def user_enable(settings: Settings, username: str) -> None:
     """Enable a user again (also lifts a sign-in lockout)."""
-    accounts = _accounts(settings)
-    changed = _run(lambda: accounts.set_disabled(username, False, actor="cli"))
+    cli = _CliAccounts(settings)
+    changed = _run(
+        lambda: cli.accounts.set_disabled(username, False, actor="cli"),
+        cli,
+        "user.enable",
+        user=username[:64],
+    )
     click.echo(f"enabled {changed.username}")
 
 
@@ -176,10 +222,16 @@ def user_enable(settings: Settings, username: str) -> None:
 @_with_password_options
 def user_passwd(settings: Settings, username: str, password_stdin: bool, generate: bool) -> None:
     """Set a user's password; their existing sessions end."""
-    accounts = _accounts(settings)
-    _run(lambda: accounts.get(username))
+    cli = _CliAccounts(settings)
+    _run(lambda: cli.accounts.get(username))
     password, generated = _password(password_stdin, generate)
-    changed = _run(lambda: accounts.set_password(username, password))
+    changed = _run(
+        lambda: cli.accounts.set_password(username, password),
+        cli,
+        "user.password",
+        user=username[:64],
+        reset=True,
+    )
     click.echo(f"password of {changed.username} changed; their sessions have ended")
     if generated:
         click.echo(f"password (shown once): {password}")

@@ -466,6 +466,44 @@ class AccountStore:
             raise self._fail("assign study", exc) from exc
         return True
 
+    def share_with(
+        self, user_id: int, study_uid: str, *, by_user_id: int | None, expires_at: datetime
+    ) -> bool:
+        """Share the study with a user's account until ``expires_at`` (kind "shared").
+
+        Sharing again renews the expiry. True when a new share was made.
+        """
+        try:
+            with self._writer.begin() as conn:
+                renewed = conn.execute(
+                    update(StudyAssignmentRow)
+                    .where(
+                        StudyAssignmentRow.user_id == user_id,
+                        StudyAssignmentRow.study_uid == study_uid,
+                        StudyAssignmentRow.kind == "shared",
+                    )
+                    .values(expires_at=expires_at, assigned_by=by_user_id, created_at=utcnow())
+                ).rowcount
+                if renewed:
+                    return False
+                conn.execute(
+                    insert(StudyAssignmentRow),
+                    {
+                        "user_id": user_id,
+                        "study_uid": study_uid,
+                        "kind": "shared",
+                        "assigned_by": by_user_id,
+                        "note": "",
+                        "created_at": utcnow(),
+                        "expires_at": expires_at,
+                    },
+                )
+        except IntegrityError:
+            return False  # shared at the same moment elsewhere
+        except SQLAlchemyError as exc:
+            raise self._fail("share study", exc) from exc
+        return True
+
     def unassign(self, user_id: int, study_uid: str, *, kind: str = "assigned") -> bool:
         try:
             with self._writer.begin() as conn:

@@ -18,11 +18,12 @@ from pacs.archive import Archive
 from pacs.errors import InvalidQuery, NotFound
 from pacs.storage.index import InstanceRef
 from pacs.storage.matching import Level, Query
-from pacs.viewer import frames, worklist
-from pacs.viewer.access import require_principal
+from pacs.viewer import admin_audit, frames, worklist
+from pacs.viewer.access import Principal, require_principal
 from pacs.viewer.auth import accounts, user_principal
 from pacs.viewer.scoped import archive, scoped_instance, scoped_refs, study_row
 from pacs.viewer.series_meta import SeriesMetadata, stack_order
+from pacs.viewer.share_deid import deid_view
 from pacs.viewer.tags import instance_tags
 from pacs.viewer.users import AccountError
 
@@ -44,6 +45,19 @@ SERIES_KEYWORDS = (
 )
 MAX_PRIORS = 50
 _META = "pacs_series_metadata"
+#: who may search the worklist: every kind of caller but a share link (one study, no list)
+SEARCH_ROLES = ("admin", "radiologist", "referring", "partner")
+#: worklist parameters worth keeping in the audit trail (what was looked for)
+_AUDITED_SEARCH = (
+    "name",
+    "patient_id",
+    "accession",
+    "date_from",
+    "date_to",
+    "modality",
+    "description",
+    "referring",
+)
 
 
 def series_metadata() -> SeriesMetadata:
@@ -56,10 +70,11 @@ def series_metadata() -> SeriesMetadata:
 @bp.get("/studies")
 def search_studies() -> Any:
     """One page of the worklist (parameters: see :func:`pacs.viewer.worklist.build_query`)."""
-    principal = require_principal()
+    principal = require_principal(*SEARCH_ROLES)
     started = time.perf_counter()
     page = worklist.search(archive(), request.args, principal.scope())
     items = [worklist.study_json(r) for r in page.rows]
+    _audit_search(principal, page)
     user_id = principal.extra.get("user_id") if principal.kind == "user" else None
     if user_id is not None and items:
         opened = accounts().store.opened(int(user_id), [i["study_uid"] for i in items])
@@ -73,6 +88,21 @@ def search_studies() -> Any:
         pages=max(1, -(-page.total // page.page_size)),
         items=items,
         elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
+    )
+
+
+def _audit_search(principal: Principal, page: worklist.Page) -> None:
+    """One row per search: what was looked for, how many matched, and the patient when
+    the search named one (by ID, or a single matching patient)."""
+    criteria = {k: request.args[k][:64] for k in _AUDITED_SEARCH if request.args.get(k)}
+    patients = {(r.get("PatientID", ""), r.get("PatientName", "")) for r in page.rows}
+    patient_id, patient_name = next(iter(patients)) if len(patients) == 1 else ("", "")
+    admin_audit.record(
+        "worklist.search",
+        patient_id=patient_id or criteria.get("patient_id", ""),
+        patient_name=patient_name or criteria.get("name", ""),
+        study_uid=str(page.rows[0].get("StudyInstanceUID", "")) if len(page.rows) == 1 else "",
+        details={"criteria": criteria, "matches": page.total, "page": page.page},
     )
 
 
@@ -100,8 +130,15 @@ def _series_json(row: dict[str, Any], refs: list[InstanceRef]) -> dict[str, Any]
 
 @bp.get("/studies/<study_uid>")
 def study_detail(study_uid: str) -> Any:
-    """The study, its series (in series-number order) and the patient's other studies."""
+    """The study, its series (in series-number order) and the patient's other studies.
+
+    A share link sees no other study (no priors); a de-identified one sees
+    pseudonymous UIDs and cleaned details (:mod:`pacs.viewer.share_deid`).
+    """
     principal = require_principal()
+    deid = deid_view(principal)
+    if deid is not None:
+        study_uid = deid.real(study_uid)
     row = study_row(principal, study_uid)
     refs = scoped_refs(principal, study_uid=study_uid)
     by_series: dict[str, list[InstanceRef]] = {}
@@ -118,6 +155,8 @@ def study_detail(study_uid: str) -> Any:
     ]
     priors = []
     patient_id = row.get("PatientID", "")
+    if principal.kind == "share":
+        patient_id = ""  # a link shows its study only
     if patient_id and not any(c in patient_id for c in "*?\\"):
         prior_rows = archive().search(
             Query(
@@ -139,6 +178,9 @@ def study_detail(study_uid: str) -> Any:
     }
     if principal.kind == "user" and principal.role in ("admin", "radiologist"):
         body["assignments"] = _assignments_json(study_uid)
+    if deid is not None:
+        body["study"] = deid.study(body["study"])
+        body["series"] = [deid.series(s) for s in body["series"]]
     return jsonify(body)
 
 
@@ -146,8 +188,9 @@ def study_detail(study_uid: str) -> Any:
 def mark_opened(study_uid: str) -> Any:
     """Record that the signed-in user opened the study (a prior shown in the viewer)."""
     user, principal = user_principal()
-    study_row(principal, study_uid)
+    row = study_row(principal, study_uid)
     accounts().store.mark_opened(user.id, study_uid)
+    admin_audit.record("study.open", study=row, details={"as": "prior"})
     return jsonify(status="ok")
 
 
@@ -219,15 +262,23 @@ def series_detail(series_uid: str) -> Any:
     scroll through it).
     """
     principal = require_principal()
+    deid = deid_view(principal)
+    shown_uid = series_uid
+    if deid is not None:
+        series_uid = deid.real(series_uid)
     refs = scoped_refs(principal, series_uids=[series_uid])
     if not refs:
         raise NotFound(f"no series {series_uid}")
     frames.prefetch(archive(), refs)
     summaries = series_metadata().instances(refs)
     ordered, how = stack_order(summaries)
+    study_uid = refs[0].study_uid
+    if deid is not None:
+        ordered = [deid.instance_summary(i) for i in ordered]
+        study_uid = deid.shown(study_uid)
     return jsonify(
-        series_uid=series_uid,
-        study_uid=refs[0].study_uid,
+        series_uid=shown_uid,
+        study_uid=study_uid,
         sorted_by=how,
         instances=ordered,
     )
@@ -237,6 +288,10 @@ def series_detail(series_uid: str) -> Any:
 def tags(sop_uid: str) -> Any:
     """The instance's header for the tag browser (pixel data summarised)."""
     principal = require_principal()
+    deid = deid_view(principal)
+    if deid is not None:
+        ref = scoped_instance(principal, deid.real(sop_uid))
+        return jsonify(deid.tags(archive(), ref))
     ref = scoped_instance(principal, sop_uid)
     return jsonify(instance_tags(archive(), ref))
 

@@ -36,8 +36,9 @@ from flask import (
 )
 
 from pacs.archive import Archive
+from pacs.audit import Actor
 from pacs.storage.accounts import ROLES, User
-from pacs.viewer import csrf, i18n
+from pacs.viewer import admin_audit, csrf, i18n
 from pacs.viewer.access import Principal, Unauthenticated, add_resolver, require_principal
 from pacs.viewer.users import AccountError, Accounts, BadCredentials, LockedOut, LoginPolicy
 
@@ -190,15 +191,19 @@ def login_submit() -> Any:
     username = str(data.get("username", ""))
     password = str(data.get("password", ""))
     target = safe_next(str(data.get("next", "")) or None)
+    address = request.remote_addr or ""
     try:
-        user = accounts().authenticate(username, password, request.remote_addr or "")
+        user = accounts().authenticate(username, password, address)
     except LockedOut as exc:
+        _audit_login(username, "failure", "locked")
         message = i18n.t("login.locked", minutes=_minutes_left(exc))
         return _login_failed(message, 429, username, target, wants_json)
     except BadCredentials:
+        _audit_login(username, "failure", "bad_credentials")
         return _login_failed(i18n.t("login.bad_credentials"), 401, username, target, wants_json)
     _start_session(user)
     g.pacs_user = user
+    _audit_login(user.username, "success", "")
     if wants_json:
         response = jsonify(user=_user_json(user), csrf=session[csrf.SESSION_KEY])
     else:
@@ -206,6 +211,22 @@ def login_submit() -> Any:
     if user.language in i18n.LANGUAGES:
         _set_lang_cookie(response, user.language)
     return response
+
+
+def _audit_login(username: str, outcome: str, reason: str) -> None:
+    """A sign-in row: the name as typed (normalised), never the password."""
+    from pacs.viewer.users import normalize_username
+
+    admin_audit.record(
+        "login",
+        actor=Actor("user", normalize_username(username)[:64], request.remote_addr or ""),
+        outcome=outcome,
+        details={"reason": reason} if reason else None,
+    )
+
+
+def _user_actor(user: User) -> Actor:
+    return Actor("user", user.username, request.remote_addr or "")
 
 
 def _login_failed(message: str, status: int, username: str, target: str, as_json: bool) -> Any:
@@ -222,6 +243,7 @@ def logout() -> Any:
     user = current_user()
     if user is not None:
         log.info("user %s signed out", user.username)
+        admin_audit.record("logout", actor=_user_actor(user))
     session.clear()
     if request.is_json or request.accept_mimetypes.best == "application/json":
         return jsonify(status="signed out")
@@ -245,7 +267,14 @@ def account_password() -> Any:
     try:
         accounts().change_own_password(user, request.form.get("current_password", ""), new)
     except AccountError as exc:
+        admin_audit.record(
+            "user.password",
+            actor=_user_actor(user),
+            outcome="failure",
+            details={"user": user.username, "reason": exc.code},
+        )
         return render_template("ui/account.html", error=i18n.t(f"accounterr.{exc.code}")), 400
+    admin_audit.record("user.password", actor=_user_actor(user), details={"user": user.username})
     session.clear()
     return render_template("ui/login.html", info=i18n.t("account.password_changed"), next="")
 
@@ -257,6 +286,7 @@ def account_end_sessions() -> Any:
     assert user is not None
     accounts().store.end_sessions(user.id)
     log.info("user %s ended all their sessions", user.username)
+    admin_audit.record("logout", actor=_user_actor(user), details={"everywhere": True})
     session.clear()
     return redirect(url_for("auth.login", out=1))
 
@@ -319,10 +349,29 @@ def api_users() -> Any:
 # ---------------------------------------------------------------- wiring
 
 
+#: blueprints of pages and page JSON: strict CSP, no caching of patient data
+_PAGE_BLUEPRINTS = (
+    "auth",
+    "ui",
+    "api",
+    "admin_users",
+    "admin_audit",
+    "share",
+    "share_api",
+    "share_download",
+    "resultsheet",
+)
+
+
 def _security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    if request.blueprint in ("auth", "ui", "api", "admin_users"):
+    # A share session's pages send no Referer at all: nothing of the link travels elsewhere.
+    # (The session is looked at for pages only: touching it adds "Vary: Cookie".)
+    in_share = request.blueprint == "share" or (
+        request.blueprint in _PAGE_BLUEPRINTS and ("share" in session or "share_pending" in session)
+    )
+    response.headers.setdefault("Referrer-Policy", "no-referrer" if in_share else "same-origin")
+    if request.blueprint in _PAGE_BLUEPRINTS:
         response.headers.setdefault(
             "Content-Security-Policy",
             "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "

@@ -38,6 +38,7 @@ from pacs.errors import InvalidQuery, NotFound, PacsError
 from pacs.storage.index import InstanceRef
 from pacs.viewer.access import require_principal
 from pacs.viewer.scoped import scoped_instance, scoped_refs
+from pacs.viewer.share_deid import deid_view, real_uid
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,9 @@ def prefetch(archive: Archive, refs: Sequence[InstanceRef]) -> None:
 
 
 def _instance(sop_uid: str) -> InstanceRef:
-    return scoped_instance(require_principal(), sop_uid)
+    """The instance named in the URL (a pseudonym for a de-identified link), in scope."""
+    principal = require_principal()
+    return scoped_instance(principal, real_uid(principal, sop_uid))
 
 
 def _image_response(data: bytes, mimetype: str, etag: str) -> Response:
@@ -142,7 +145,9 @@ def instance_thumbnail(sop_uid: str) -> Response:
 
 def series_thumbnail(series_uid: str) -> Response:
     """The middle instance of the series (its middle frame if multi-frame), as a thumbnail."""
-    refs = [r for r in scoped_refs(require_principal(), series_uids=[series_uid]) if r.rows]
+    principal = require_principal()
+    series_uid = real_uid(principal, series_uid)
+    refs = [r for r in scoped_refs(principal, series_uids=[series_uid]) if r.rows]
     if not refs:
         raise NotFound(f"no image in series {series_uid}")
     ref = refs[len(refs) // 2]
@@ -152,7 +157,12 @@ def series_thumbnail(series_uid: str) -> Response:
 
 
 def overlay(sop_uid: str, frame: int) -> Response:
-    """The overlay planes of a frame as a transparent PNG (404 when there are none)."""
+    """The overlay planes of a frame as a transparent PNG (404 when there are none).
+
+    De-identified links get none: overlays may carry text (PS3.15 E.1-1 removes them).
+    """
+    if require_principal().deidentify:
+        raise NotFound("no overlay")
     ref = _instance(sop_uid)
     data = _rendering().overlay_png(_archive(), ref, frame - 1)
     if data is None:
@@ -264,8 +274,18 @@ def raw_frames() -> Response:
     """Several raw frames in one response: ``?f=sop/1,sop/2,…`` (``&z=1`` to gzip)."""
     principal = require_principal()
     wanted = _parse_frames(request.args.get("f", ""))
-    sops = sorted({sop for sop, _ in wanted})
-    refs = {r.sop_uid: r for r in scoped_refs(principal, sop_uids=sops)}
+    deid = deid_view(principal)
+    # Requested name → real UID (the same for callers who see real data).
+    names = {sop: sop for sop, _ in wanted}
+    if deid is not None:
+        for sop in names:
+            try:
+                names[sop] = deid.real(sop)
+            except NotFound:
+                names[sop] = ""
+    found = {r.sop_uid: r for r in scoped_refs(principal, sop_uids=sorted(set(names.values())))}
+    # Records carry the name the caller used, so a de-identified viewer never sees a real UID.
+    refs = {sop: found[real] for sop, real in names.items() if real in found}
     body: Iterable[bytes] = _batch(_archive(), wanted, refs)
     headers = {"Cache-Control": "private, no-store", "X-Pacs-Frames": str(len(wanted))}
     if request.args.get("z") == "1":

@@ -24,6 +24,8 @@ function csrfToken() {
 }
 
 function signInAgain() {
+  // A share link's visitor has no account: their page says why the link stopped working.
+  if (boot.share) { location.assign("/shared"); return; }
   const next = location.pathname + location.search;
   location.assign(`/login?next=${encodeURIComponent(next)}`);
 }

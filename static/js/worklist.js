@@ -5,6 +5,7 @@ import {
   boot, t, el, getJSON, postJSON, deleteJSON, formatDate, formatTime, formatName, formatSex,
   isoDay, debounce, ApiError,
 } from "./common.js";
+import { openShareDialog } from "./share.js";
 
 const form = document.getElementById("wl-filters");
 const body = document.getElementById("wl-body");
@@ -69,7 +70,8 @@ function row(study) {
     el("td", { class: "num c-series", "data-label": t("wl.series") }, study.num_series),
     el("td", { class: "num c-images", "data-label": t("wl.images") }, study.num_instances),
     el("td", { class: "c-actions" },
-      canAssign ? el("button", { type: "button", class: "small", onclick: (e) => { e.stopPropagation(); openAssign(study); } }, t("wl.assign")) : null),
+      canAssign ? el("button", { type: "button", class: "small", onclick: (e) => { e.stopPropagation(); openAssign(study); } }, t("wl.assign")) : null,
+      canAssign ? el("button", { type: "button", class: "small share-button", onclick: (e) => { e.stopPropagation(); openShareDialog(study); } }, t("share.button")) : null),
   );
   return tr;
 }
@@ -95,6 +97,8 @@ async function search({ keepPage = false } = {}) {
   state.page = data.page;
   state.pages = data.pages;
   body.replaceChildren(...data.items.map(row));
+  // Features that add to the rows (consultation badges) listen for this.
+  document.dispatchEvent(new CustomEvent("pacs:worklist-rows", { detail: data.items }));
   statusLine.textContent = data.total
     ? `${t("wl.results", { total: data.total.toLocaleString(boot.lang) })} · ${t("wl.search_ms", { ms: Math.round(data.elapsed_ms) })}`
     : t("wl.no_results");

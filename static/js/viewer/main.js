@@ -1,7 +1,8 @@
 // The viewer page: series and prior studies on the left, 1–4 viewports, the toolbar,
 // keyboard shortcuts, cine, the tag browser and full screen.
 
-import { boot, t, el, getJSON, postJSON, formatDate, formatName } from "../common.js";
+import { boot, t, el, getJSON, postJSON, deleteJSON, formatDate, formatName } from "../common.js";
+import { openShareDialog, formatWhen } from "../share.js";
 import { CT_PRESETS } from "./imaging.js";
 import { Stack } from "./stack.js";
 import { Viewport } from "./viewport.js";
@@ -30,6 +31,7 @@ class Viewer {
     this.measurements = 0;
     this.showOverlays = true;
     this.qualitySelect.value = this.mode;
+    this.keyImages = []; // [{sop_uid, frame}] chosen for the result sheet
     window.pacsViewer = this; // for tests and benchmarks
   }
 
@@ -60,7 +62,9 @@ class Viewer {
     this.studies.set(studyUid, data);
     document.title = `${formatName(data.study.patient_name)} · ${t("v.title")}`;
     this.renderSeriesList(this.seriesList, data, true);
-    this.renderPriors(data.priors);
+    if (!boot.share) this.renderPriors(data.priors);
+    this.showShareInfo();
+    this.loadKeyImages();
     const first = data.series.find((s) => s.has_pixels);
     if (first) await this.loadSeriesInto(this.viewports[0], first.series_uid);
     else this.viewports[0].showMessage(t("v.not_image"));
@@ -202,6 +206,7 @@ class Viewer {
     for (const v of this.viewports) v.element.classList.toggle("active", v === viewport);
     this.refreshPresets();
     this.markActiveThumbs();
+    this.showKeyState();
   }
 
   // ---------------------------------------------------------------- tools and presets
@@ -255,6 +260,73 @@ class Viewer {
 
   onImageChange(viewport) {
     if (viewport === this.active && !viewport.view) this.refreshPresets();
+    if (viewport === this.active) this.showKeyState();
+  }
+
+  // ---------------------------------------------------------------- sharing, key images, downloads
+
+  showShareInfo() {
+    const expiry = document.getElementById("share-expiry");
+    if (expiry && boot.share?.expires_at) {
+      expiry.textContent = t("share.until", { when: formatWhen(boot.share.expires_at) });
+    }
+  }
+
+  async loadKeyImages() {
+    if (!boot.can_choose_key_images) return;
+    try {
+      this.keyImages = (await getJSON(`/api/studies/${encodeURIComponent(boot.study_uid)}/key-images`)).key_images;
+    } catch { this.keyImages = []; }
+    this.showKeyState();
+  }
+
+  isKeyImage(slot) {
+    return Boolean(slot) && this.keyImages.some((k) => k.sop_uid === slot.sop && k.frame === slot.frame);
+  }
+
+  showKeyState() {
+    const button = document.getElementById("key-image-button");
+    if (!button) return;
+    const chosen = this.isKeyImage(this.active?.slot);
+    button.classList.toggle("active", chosen);
+    button.setAttribute("aria-pressed", String(chosen));
+    button.firstChild.textContent = chosen ? "★ " : "☆ ";
+    document.getElementById("key-image-count").textContent = `${this.keyImages.length}/4`;
+  }
+
+  async toggleKeyImage() {
+    const slot = this.active?.slot;
+    if (!slot || !boot.can_choose_key_images) return;
+    const url = `/api/studies/${encodeURIComponent(boot.study_uid)}/key-images`;
+    try {
+      const data = this.isKeyImage(slot)
+        ? await deleteJSON(`${url}?sop_uid=${encodeURIComponent(slot.sop)}&frame=${slot.frame}`)
+        : await postJSON(url, { sop_uid: slot.sop, frame: slot.frame });
+      this.keyImages = data.key_images;
+    } catch (err) {
+      this.active.showMessage(err.message, true);
+      setTimeout(() => this.active?.requestDraw(), 2500);
+    }
+    this.showKeyState();
+  }
+
+  openDownloads() {
+    const dialog = document.getElementById("download-dialog");
+    if (!dialog) return;
+    const study = encodeURIComponent(boot.study_uid);
+    document.getElementById("download-zip").href = `/api/studies/${study}/download.zip`;
+    const slot = this.active?.slot;
+    for (const [id, format] of [["download-dicom", "dicom"], ["download-jpeg", "jpeg"]]) {
+      const link = document.getElementById(id);
+      link.hidden = !slot;
+      if (slot) link.href = `/api/instances/${encodeURIComponent(slot.sop)}/download?format=${format}&frame=${slot.frame}`;
+    }
+    dialog.showModal();
+  }
+
+  openShare() {
+    const data = this.studies.get(boot.study_uid);
+    if (data) openShareDialog(data.study, data.series);
   }
 
   onViewChange() {}
@@ -317,6 +389,9 @@ class Viewer {
       case "tags": if (v?.slot) openTags(v.slot.sop); break;
       case "fullscreen": this.toggleFullscreen(); break;
       case "help": document.getElementById("help-dialog").showModal(); break;
+      case "key-image": this.toggleKeyImage(); break;
+      case "share": this.openShare(); break;
+      case "download": this.openDownloads(); break;
       case "toggle-series":
         this.root.classList.toggle(matchMedia("(max-width: 760px)").matches ? "show-sidebar" : "no-sidebar");
         break;
@@ -366,6 +441,7 @@ class Viewer {
       else if (key.toLowerCase() === "f") v?.fit();
       else if (key.toLowerCase() === "t") this.action("tags");
       else if (key.toLowerCase() === "o") this.action("overlays");
+      else if (key.toLowerCase() === "k") this.action("key-image");
       else handled = false;
       if (handled) e.preventDefault();
     });
