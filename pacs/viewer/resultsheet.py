@@ -41,16 +41,13 @@ log = logging.getLogger(__name__)
 bp = Blueprint("resultsheet", __name__, template_folder="templates")
 
 EDITOR_ROLES = ("admin", "radiologist")
-#: TrueType fonts with Vietnamese letters, tried in order (the setting comes first)
+#: TrueType fonts with Vietnamese letters, tried in order (the setting comes first).
+#: DejaVu Sans ships with pacs (pacs/viewer/fonts, Bitstream Vera licence), so a
+#: server without fonts installed still prints names with their diacritics.
 FONT_CANDIDATES = (
+    str(Path(__file__).parent / "fonts" / "DejaVuSans.ttf"),
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu-sans-fonts/DejaVuSans.ttf",
     "/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf",
-    "/usr/share/fonts/noto/NotoSans-Regular.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "C:/Windows/Fonts/arial.ttf",
 )
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
