@@ -28,6 +28,8 @@ from pacs.dicomfile import read_instance
 from pacs.errors import InvalidQuery, NotAcceptable, NotFound, PacsError
 from pacs.storage.dicomweb_models import SeriesState
 from pacs.storage.index import InstanceRef
+from pacs.storage.matching import Level, Query
+from pacs.viewer import admin_audit
 from pacs.viewer.access import Forbidden, Principal
 from pacs.viewer.dicomweb import multipart
 from pacs.viewer.dicomweb.common import (
@@ -155,6 +157,19 @@ def _stream_instances(
     yield writer.end()
 
 
+def audit_download(arch: Archive, study_uid: str, how: str, instances: int) -> None:
+    """One ``study.download`` audit row, naming the patient (docs/audit.md)."""
+    rows = arch.search(
+        Query(Level.STUDY, {"StudyInstanceUID": study_uid}),
+        ["StudyInstanceUID", "PatientID", "PatientName"],
+    )
+    admin_audit.record(
+        "study.download",
+        study=rows[0] if rows else {"StudyInstanceUID": study_uid},
+        details={"format": how, "instances": instances},
+    )
+
+
 def retrieve(principal: Principal, refs: list[InstanceRef]) -> Response:
     if not principal.can_download:
         raise Forbidden("this link allows viewing, not downloading")
@@ -171,6 +186,7 @@ def retrieve(principal: Principal, refs: list[InstanceRef]) -> Response:
         len(plan),
         refs[0].study_uid,
     )
+    audit_download(arch, refs[0].study_uid, "dicomweb", len(plan))
     if not multipart_:
         return _single_instance(arch, *plan[0])
     writer = multipart.MultipartWriter()

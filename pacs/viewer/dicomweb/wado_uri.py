@@ -20,7 +20,7 @@ from pacs.viewer.access import Forbidden
 from pacs.viewer.dicomweb.common import archive, gate, one_ref
 from pacs.viewer.dicomweb.negotiation import parse_accept
 from pacs.viewer.dicomweb.transcode import can_produce
-from pacs.viewer.dicomweb.wado import _single_instance
+from pacs.viewer.dicomweb.wado import _single_instance, audit_download
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ def _wado() -> Response:
         if not can_produce(ref.transfer_syntax_uid, target, has_pixels=ref.frames is not None):
             raise NotAcceptable(f"cannot send this object in transfer syntax {target[:64]}")
         log.info("WADO-URI: %s retrieves %s", principal.name, ref.sop_uid)
+        audit_download(archive(), ref.study_uid, "wado-uri", 1)
         response = _single_instance(archive(), ref, target)
         response.headers["Content-Type"] = "application/dicom"
         return response
