@@ -156,6 +156,7 @@ class Archive:
         self._accepting = True
         self._free_checked_at = 0.0
         self._free_ok = True
+        self._used_bytes = 0
         self._lock = threading.Lock()
         self._local = objects.local_path(instance_key("1", "1", "1")) is not None
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="store-io")
@@ -192,12 +193,21 @@ class Archive:
 
     # ------------------------------------------------------------ storing
 
-    def _check_space(self) -> None:
+    def _check_space(self, incoming: int) -> None:
+        """Refuse (StorageFull) before anything is written when the volume is below
+        ``min_free_bytes`` or ``incoming`` more bytes would pass ``max_storage_bytes``.
+
+        Both are read at most every 2 s; in between, this process adds what it
+        stored itself, so only other processes' stores of the last 2 s can push
+        the quota over (by that much at most).
+        """
         now = time.monotonic()
+        quota = self.settings.max_storage_bytes
         with self._lock:
             if now - self._free_checked_at > 2.0:
                 free = self.objects.free_bytes()
                 self._free_ok = free is None or free >= self.settings.min_free_bytes
+                self._used_bytes = self.index.used_bytes() if quota > 0 else 0
                 self._free_checked_at = now
                 if not self._free_ok:
                     log.error(
@@ -205,8 +215,20 @@ class Archive:
                         free,
                         self.settings.min_free_bytes,
                     )
-        if not self._free_ok:
-            raise StorageFull("storage is full: refusing new objects until space is freed")
+            over_quota = quota > 0 and self._used_bytes + incoming > quota
+            if self._free_ok and not over_quota:
+                self._used_bytes += incoming
+                return
+        if over_quota:
+            log.error(
+                "storage quota reached: %d bytes archived + %d > max_storage_bytes %d; "
+                "refusing new objects",
+                self._used_bytes,
+                incoming,
+                quota,
+            )
+            raise StorageFull("storage quota reached: refusing new objects until space is freed")
+        raise StorageFull("storage is full: refusing new objects until space is freed")
 
     def store_file(self, path: Path, *, source: Source, consume: bool = False) -> StoreResult:
         """Archive the Part 10 file at ``path``, byte for byte.
@@ -277,7 +299,7 @@ class Archive:
                 raise DuplicateInstance(
                     f"SOP Instance {header.sop_instance_uid} is archived with different content"
                 )
-        self._check_space()
+        self._check_space(size)
         key = instance_key(
             header.study_instance_uid, header.series_instance_uid, header.sop_instance_uid
         )
@@ -376,15 +398,23 @@ class Archive:
 
     # ------------------------------------------------------------ recovery
 
-    def recover(self, *, node_prefix: str | None = None, older_than_s: float = 0.0) -> int:
+    def recover(
+        self,
+        *,
+        node: str | None = None,
+        node_prefix: str | None = None,
+        older_than_s: float = 0.0,
+    ) -> int:
         """Reconcile objects whose writer died between the put and the index commit.
 
-        Handles the intents of nodes starting with ``node_prefix`` (all nodes if
-        None) that are older than ``older_than_s``. Returns how many were fixed.
+        Handles the intents of the writer named ``node`` (one dead worker: "host:1234"
+        must not also take "host:12345"), or of writers whose names start with
+        ``node_prefix`` (every worker of a node that restarts), or of everyone; and
+        only those older than ``older_than_s``. Returns how many were fixed.
         """
         cutoff = utcnow() - timedelta(seconds=older_than_s)
         fixed = 0
-        for intent in self.index.stale_intents(cutoff):
+        for intent in self.index.stale_intents(cutoff, node):
             if node_prefix is not None and not intent.node.startswith(node_prefix):
                 continue
             self._reconcile(intent.object_key)

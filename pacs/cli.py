@@ -287,11 +287,13 @@ def show_config(settings: Settings) -> None:
 
 
 def _register_groups() -> None:
+    from pacs.cli_ops import register as register_ops
     from pacs.cli_tokens import token
     from pacs.cli_users import user
 
     main.add_command(user)
     main.add_command(token)
+    register_ops(main)
 
 
 _register_groups()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import socket
 import tomllib
 import types
 import typing
@@ -22,6 +24,9 @@ DuplicatePolicy = Literal["replace", "keep", "reject"]
 StorageBackend = Literal["filesystem", "s3"]
 
 ENV_PREFIX = "PACS_"
+# Room for ":<pid>" in the 64 characters the index keeps for a writer's name.
+NODE_NAME_MAX = 48
+_NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,53 @@ class Settings:
     login_lockout_minutes: float = 15.0
     secret_key: str = ""
     log_level: str = "INFO"
+    # The address users reach the web side by, e.g. "https://pacs.benhvien.vn" behind a
+    # reverse proxy: share links, QR codes and DICOMweb URLs use it. Empty: the address
+    # of each request.
+    public_url: str = ""
+
+    # Share links (docs in README): how long a new link lasts unless the sharer says,
+    # the longest allowed, and how many wrong PINs lock a link for how long.
+    share_default_days: int = 7
+    share_max_days: int = 90
+    share_pin_max_failures: int = 5
+    share_pin_lockout_minutes: float = 15.0
+    # A TrueType font for printed result sheets; empty: the bundled DejaVu Sans.
+    result_sheet_font: str = ""
+
+    # DICOMweb: the largest STOW-RS request and instance, QIDO-RS results per page
+    # when the client asks for more (or says nothing), and how long a series must be
+    # quiet before its metadata is prebuilt for WADO-RS.
+    dicomweb_max_request_bytes: int = 2 * 1024**3
+    dicomweb_max_part_bytes: int = 1024**3
+    dicomweb_max_results: int = 1000
+    dicomweb_metadata_quiet_s: float = 5.0
+
+    # Several nodes on one database and bucket (docs/operations.md).
+    # Names this node in store intents and job leases: unique per running `pacs serve`
+    # or gunicorn instance. Empty means the host name.
+    node_name: str = ""
+    # An unfinished store this old belongs to a writer that died (on any node).
+    stale_intent_s: float = 900.0
+    # Refuse new objects once the index holds this many bytes (0: no quota). For S3,
+    # which cannot tell its free space; the filesystem store also has min_free_bytes.
+    max_storage_bytes: int = 0
+    # Background jobs (pacs/jobs.py): whether this node's workers run them, how often
+    # an idle runner looks for work, how long a claim lasts without a heartbeat, and
+    # how failures are retried (delay doubling from job_backoff_s up to the maximum).
+    run_jobs: bool = True
+    # Jobs each worker process runs at once (one long push does not hold up the rest).
+    job_threads: int = 2
+    job_poll_s: float = 2.0
+    job_lease_s: float = 120.0
+    job_max_attempts: int = 5
+    job_backoff_s: float = 30.0
+    job_backoff_max_s: float = 3600.0
+    # Finished jobs are kept this long for the dashboard, then purged.
+    job_keep_days: float = 7.0
+    # The supervisor serves the node's counters on this port (0: off): for
+    # DICOM-only nodes (`pacs serve --no-web`), whose workers have no web server.
+    metrics_port: int = 0
 
     @property
     def effective_database_url(self) -> str:
@@ -97,6 +149,11 @@ class Settings:
     @property
     def effective_storage_dir(self) -> Path:
         return Path(self.storage_dir) if self.storage_dir else self.data_dir / "objects"
+
+    @property
+    def effective_node_name(self) -> str:
+        """This node's name: the setting, else the host name."""
+        return self.node_name or socket.gethostname()[:NODE_NAME_MAX]
 
     @property
     def is_sqlite(self) -> bool:
@@ -150,6 +207,12 @@ def _apply(base: Settings, values: Mapping[str, Any], where: str) -> Settings:
         if name not in known:
             raise ConfigError(f"{where}: unknown setting {name!r}")
         changes[name] = _coerce(name, raw, where)
+    node = changes.get("node_name")
+    if node and (len(node) > NODE_NAME_MAX or not _NODE_NAME.match(node)):
+        raise ConfigError(
+            f"{where}: setting 'node_name': use at most {NODE_NAME_MAX} letters, digits, "
+            "'.', '_' or '-'"
+        )
     return dataclasses.replace(base, **changes)
 
 

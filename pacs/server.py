@@ -33,7 +33,6 @@ from pacs.config import Settings
 
 log = logging.getLogger(__name__)
 
-HOST = socket.gethostname()
 FORK = multiprocessing.get_context("fork")
 
 
@@ -59,9 +58,10 @@ def bind_listener(host: str, port: int) -> socket.socket:
     return sock
 
 
-def worker_node(pid: int) -> str:
-    """The node name a worker writes its store intents under (see Archive.recover)."""
-    return f"{HOST}:{pid}"
+def worker_node(settings: Settings, pid: int) -> str:
+    """The name a worker writes its store intents and job leases under (see
+    Archive.recover): this node's name and the worker's pid."""
+    return f"{settings.effective_node_name}:{pid}"
 
 
 def worker_spool(settings: Settings, pid: int) -> Path:
@@ -200,12 +200,22 @@ def serve(
 
     # Before forking: every worker then counts into files of this one directory.
     metrics.enable(settings.data_dir / "metrics")
+    if settings.metrics_port:
+        metrics.serve_node(settings.host, settings.metrics_port)
+    if web and not settings.is_sqlite and not settings.secret_key:
+        log.warning(
+            "secret_key is not set: sessions are signed with a key kept in %s, which other "
+            "nodes sharing this database do not have; set secret_key (PACS_SECRET_KEY) to "
+            "the same value on every node",
+            settings.data_dir,
+        )
     dicom = bind_listener(settings.host, settings.dicom_port)
     http = bind_listener(settings.host, settings.http_port) if web else None
     count = settings.workers or os.cpu_count() or 1
     specs = [WorkerSpec(settings, dicom, http, n) for n in range(count)]
     log.info(
-        "pacs: DICOM AE %s on %s:%d%s, %d worker(s), data in %s",
+        "pacs: node %s, DICOM AE %s on %s:%d%s, %d worker(s), data in %s",
+        settings.effective_node_name,
         settings.ae_title,
         settings.host,
         settings.dicom_port,

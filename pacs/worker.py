@@ -13,23 +13,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
+from pacs.archive import Archive
 from pacs.bootstrap import build_archive
 from pacs.config import Settings
-from pacs.server import HOST, WorkerSpec, worker_node, worker_spool
+from pacs.server import WorkerSpec, worker_node, worker_spool
+
+if TYPE_CHECKING:
+    from pacs.jobs import JobRunner
 
 log = logging.getLogger(__name__)
-
-#: An intent this old belongs to a writer that died (on any node).
-STALE_INTENT_S = 900.0
 
 
 def prepare(settings: Settings, samples: Path | None, *, web: bool = True) -> None:
     """Schema, recovery after a crash, the sample studies on an empty archive, and a
     first administrator (its password printed once) when the web side has none."""
-    archive = build_archive(settings, node=f"{HOST}:prepare")
-    # No worker of ours is alive yet: every intent of this host is from a dead one.
-    archive.recover(node_prefix=f"{HOST}:")
+    node = settings.effective_node_name
+    archive = build_archive(settings, node=f"{node}:prepare")
+    # No worker of this node is alive yet: every intent under its name is from a dead
+    # one. Other nodes' intents are theirs (swept once stale, see pacs/jobs.py).
+    archive.recover(node_prefix=f"{node}:")
     shutil.rmtree(settings.data_dir / "tmp", ignore_errors=True)
     (settings.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
     if samples is not None and archive.totals()["instances"] == 0:
@@ -89,6 +93,31 @@ class Background:
                 task.next_at = time.monotonic() + task.interval_s
 
 
+def start_background(
+    settings: Settings, archive: Archive, node: str
+) -> tuple[Background, JobRunner]:
+    """Every feature's background work (pacs.jobs.install) on two threads: the periodic
+    tasks, and the job runner when this node runs jobs."""
+    from pacs.jobs import JobRunner, WorkerServices, install, make_queue
+
+    background = Background()
+    queue = make_queue(archive, settings)
+    runner = JobRunner(
+        queue,
+        node,
+        poll_s=settings.job_poll_s,
+        lease_s=settings.job_lease_s,
+        threads=settings.job_threads,
+    )
+    services = WorkerServices(settings, archive, queue, runner, background, node)
+    install(services)
+    background.start()
+    if settings.run_jobs:
+        runner.start()
+    log.debug("background work: %s", ", ".join(services.installed))
+    return background, runner
+
+
 def run_worker(spec: WorkerSpec) -> None:
     """A worker: the DICOM SCP and the web app on the shared sockets, until SIGTERM."""
     stop = threading.Event()
@@ -105,9 +134,10 @@ def run_worker(spec: WorkerSpec) -> None:
     # pynetdicom spools received data sets through the tempfile module; keep
     # them next to the store so archiving them is a rename, not a copy.
     tempfile.tempdir = str(spool)
-    archive = build_archive(settings, node=worker_node(pid), migrate=False, spool_dir=spool)
+    node = worker_node(settings, pid)
+    archive = build_archive(settings, node=node, migrate=False, spool_dir=spool)
     for dead in spec.orphans:
-        archive.recover(node_prefix=worker_node(dead))
+        archive.recover(node=worker_node(settings, dead))
         shutil.rmtree(worker_spool(settings, dead), ignore_errors=True)
     spec.orphans.clear()
 
@@ -121,17 +151,13 @@ def run_worker(spec: WorkerSpec) -> None:
 
         web = WebService(settings, archive)
         web.start(spec.http)
-    background = Background()
-    if spec.number == 0:
-        background.every(
-            60.0, "stale intents", lambda: archive.recover(older_than_s=STALE_INTENT_S)
-        )
-    background.start()
+    background, runner = start_background(settings, archive, node)
     log.info("worker %d ready", spec.number)
     while not stop.wait(0.5):
         pass
     log.info("worker %d stopping", spec.number)
     background.stop()
+    runner.stop(settings.shutdown_grace_s)
     if web is not None:
         web.stop_accepting()
     dicom.stop(settings.shutdown_grace_s)

@@ -111,11 +111,33 @@ def _known_revisions() -> set[str]:
     return {rev.revision for rev in script.walk_revisions()}
 
 
+def _applied_revisions(current: set[str]) -> set[str]:
+    """Every revision the database has, following `depends_on` links too.
+
+    Alembic's version table drops a branch head once a revision on another branch
+    depends on it (0005_sharing needs 0002_accounts), so comparing it with the script
+    heads would call a current schema out of date.
+    """
+    from alembic.script import ScriptDirectory
+
+    if not current:
+        return set()
+    script = ScriptDirectory.from_config(_alembic_config(None))  # type: ignore[arg-type]
+    revisions = script.revision_map.iterate_revisions(tuple(sorted(current)), "base")
+    return {rev.revision for rev in revisions}
+
+
 def current_revisions(engine: Engine) -> set[str]:
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as conn:
         return set(MigrationContext.configure(conn).get_current_heads())
+
+
+def schema_is_current(engine: Engine) -> bool:
+    """Whether every migration this version ships has been applied (and nothing newer)."""
+    current = current_revisions(engine)
+    return not current - _known_revisions() and schema_heads() <= _applied_revisions(current)
 
 
 def upgrade(engine: Engine) -> None:
@@ -135,9 +157,9 @@ def ensure_schema(engine: Engine, *, auto_migrate: bool) -> None:
     except SQLAlchemyError as exc:
         raise StorageUnavailable(f"cannot reach the index database: {exc}") from exc
     heads = schema_heads()
-    if current == heads:
-        return
     unknown = current - _known_revisions()
+    if not unknown and heads <= _applied_revisions(current):
+        return
     if unknown:
         raise StorageUnavailable(
             f"the index schema is at {sorted(unknown)}, which this version of pacs does not "

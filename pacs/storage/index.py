@@ -768,6 +768,15 @@ class SqlIndex:
             )
             return {uid: pk for uid, pk in rows}
 
+    def used_bytes(self) -> int:
+        """Bytes of every archived object, summed from the study counters (the quota)."""
+        try:
+            with self.engine.connect() as conn:
+                used = conn.execute(select(func.coalesce(func.sum(Study.size_bytes), 0))).scalar()
+        except SQLAlchemyError as exc:
+            raise self._guard("usage", exc) from exc
+        return int(used or 0)
+
     def totals(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             row = conn.execute(

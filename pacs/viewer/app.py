@@ -23,7 +23,7 @@ from pacs import metrics
 from pacs.archive import Archive
 from pacs.config import Settings
 from pacs.errors import PacsError
-from pacs.viewer import api, auth, dicomweb, ui
+from pacs.viewer import api, auth, dashboard, dicomweb, ui
 
 log = logging.getLogger(__name__)
 
@@ -112,4 +112,5 @@ def create_app(settings: Settings, archive: Archive) -> Flask:
     ui.register(app, archive)
     api.register(app, archive)
     dicomweb.register(app, archive)
+    dashboard.register(app, archive)
     return app

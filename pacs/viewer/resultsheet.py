@@ -342,7 +342,7 @@ def _font() -> tuple[str, str]:
     from reportlab.pdfbase.ttfonts import TTFont
 
     settings = current_app.config["PACS_SETTINGS"]
-    configured = str(getattr(settings, "result_sheet_font", "") or "")
+    configured = settings.result_sheet_font
     for candidate in (configured, *FONT_CANDIDATES):
         if not candidate or not Path(candidate).is_file():
             continue

@@ -327,10 +327,10 @@ def leave() -> Any:
 def _policy(settings: Any) -> SharePolicy:
     # Settings the lead may add to pacs.config; the defaults hold until then.
     return SharePolicy(
-        default_days=int(getattr(settings, "share_default_days", 7)),
-        max_days=int(getattr(settings, "share_max_days", 90)),
-        pin_max_failures=int(getattr(settings, "share_pin_max_failures", 5)),
-        pin_lockout=timedelta(minutes=float(getattr(settings, "share_pin_lockout_minutes", 15))),
+        default_days=settings.share_default_days,
+        max_days=settings.share_max_days,
+        pin_max_failures=settings.share_pin_max_failures,
+        pin_lockout=timedelta(minutes=settings.share_pin_lockout_minutes),
     )
 
 

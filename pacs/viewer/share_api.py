@@ -53,9 +53,7 @@ def _iso(value: datetime | None) -> str | None:
 def share_url(token: str) -> str:
     """The link's address, on the public address when one is configured."""
     settings = current_app.config["PACS_SETTINGS"]
-    base = str(getattr(settings, "public_url", "") or "").rstrip("/") or request.url_root.rstrip(
-        "/"
-    )
+    base = settings.public_url.rstrip("/") or request.url_root.rstrip("/")
     return f"{base}/s/{token}"
 
 

@@ -48,14 +48,6 @@ MAX_PART = 1_000_000
 ADMIN_HEADER = "X-Test-Admin"
 
 
-@dataclass(frozen=True)
-class LimitedSettings(Settings):
-    """Settings with the DICOMweb limits set low (the fields the lead will add)."""
-
-    dicomweb_max_request_bytes: int = MAX_REQUEST
-    dicomweb_max_part_bytes: int = MAX_PART
-
-
 @dataclass
 class Ids:
     study: str
@@ -108,7 +100,11 @@ def _test_admin() -> Principal | None:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     data = tmp_path_factory.mktemp("dicomweb-access")
-    settings = LimitedSettings(data_dir=data)
+    settings = Settings(
+        data_dir=data,
+        dicomweb_max_request_bytes=MAX_REQUEST,
+        dicomweb_max_part_bytes=MAX_PART,
+    )
     archive = build_archive(settings)
     for path in sorted(STUDY_A.glob("*.dcm"))[:6] + sorted(STUDY_B.glob("*.dcm"))[:4]:
         archive.store_file(path, source=Source("import"))

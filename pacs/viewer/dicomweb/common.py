@@ -25,20 +25,6 @@ log = logging.getLogger(__name__)
 PREFIX = "/dicomweb"
 DICOM_JSON = "application/dicom+json"
 
-# Limits and defaults; each may be overridden by a Settings field of the same name
-# (see :func:`setting`).
-DEFAULTS: dict[str, Any] = {
-    # STOW-RS: the whole request body, and one instance (part)
-    "dicomweb_max_request_bytes": 2 * 1024**3,
-    "dicomweb_max_part_bytes": 1024**3,
-    # QIDO-RS: results per response when the client gives no (or a larger) limit
-    "dicomweb_max_results": 1000,
-    # Seconds a series must be quiet before the background builder makes its metadata
-    "dicomweb_metadata_quiet_s": 5.0,
-    # e.g. "https://pacs.benhvien.vn" behind a reverse proxy; empty: from each request
-    "dicomweb_public_url": "",
-}
-
 
 def archive() -> Archive:
     return current_app.extensions["pacs_archive"]
@@ -46,11 +32,6 @@ def archive() -> Archive:
 
 def settings() -> Settings:
     return current_app.config["PACS_SETTINGS"]
-
-
-def setting(name: str) -> Any:
-    """A DICOMweb setting: the Settings field when the lead has added it, else our default."""
-    return getattr(settings(), name, DEFAULTS[name])
 
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
@@ -65,7 +46,7 @@ def base_url() -> str:
     header without the port; when nothing says a proxy is in between, the port
     the request really arrived on is the one to put back.
     """
-    public = str(setting("dicomweb_public_url") or "").rstrip("/")
+    public = settings().public_url.rstrip("/")
     if public:
         return public + PREFIX
     root = request.url_root.rstrip("/")

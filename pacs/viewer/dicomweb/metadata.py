@@ -275,7 +275,7 @@ class MetadataBuilder:
         self.store = self.service.store
         if quiet_s is None:
             # Settings field once the lead adds it (see common.DEFAULTS).
-            quiet_s = float(getattr(archive.settings, "dicomweb_metadata_quiet_s", 5.0))
+            quiet_s = archive.settings.dicomweb_metadata_quiet_s
         self.quiet = timedelta(seconds=quiet_s)
         self.batch = batch
         self.claim_ttl = timedelta(seconds=claim_ttl_s)

@@ -27,7 +27,7 @@ from pacs.viewer.dicomweb.common import (
     check_uid,
     gate,
     query_values,
-    setting,
+    settings,
     warning_header,
 )
 from pacs.viewer.dicomweb.dicomjson import Json, row_to_json, tag_hex
@@ -211,7 +211,7 @@ def search(level: Level, study: str | None = None, series: str | None = None) ->
     fuzzy_raw = request.args.get("fuzzymatching", "false").lower()
     if fuzzy_raw not in ("true", "false"):
         raise InvalidQuery("fuzzymatching must be true or false")
-    max_results = int(setting("dicomweb_max_results"))
+    max_results = settings().dicomweb_max_results
     limit = _int_param("limit", None)
     offset = _int_param("offset", 0) or 0
     warnings = []

@@ -8,7 +8,7 @@ a C-STORE. The answer is the PS3.18 store-instances response data set (10.5.3): 
 (ReferencedSOPSequence) and what failed and why (FailedSOPSequence), with
 
 - 200 when everything was stored, 202 when some parts failed, 409 when all did,
-- 503 when nothing could be stored because storage is unavailable or full,
+- 503 when nothing could be stored because storage is unavailable, 507 when it is full,
 - 400 malformed multipart, 413 too large, 415 not ``application/dicom`` parts.
 """
 
@@ -28,7 +28,14 @@ from pacs.archive import Source, StoreStatus
 from pacs.errors import PacsError, PayloadTooLarge, StorageUnavailable
 from pacs.viewer.access import Forbidden, Principal
 from pacs.viewer.dicomweb import multipart
-from pacs.viewer.dicomweb.common import DICOM_JSON, archive, base_url, check_uid, gate, setting
+from pacs.viewer.dicomweb.common import (
+    DICOM_JSON,
+    archive,
+    base_url,
+    check_uid,
+    gate,
+    settings,
+)
 from pacs.viewer.dicomweb.dicomjson import Json
 from pacs.viewer.dicomweb.negotiation import parse_media_type
 from pacs.viewer.dicomweb.tokens import may_write, writable_study_uids
@@ -57,8 +64,9 @@ class PartOutcome:
     study_uid: str
     stored: bool
     reason: int = 0
-    #: the failure is the storage's, not the instance's (decides 503 vs 409)
-    storage_failure: bool = False
+    #: the HTTP status of a failure that is the storage's, not the instance's
+    #: (503 unavailable, 507 full; 0 for the instance's own failures)
+    storage_status: int = 0
     message: str = ""
 
 
@@ -105,7 +113,8 @@ def _store_part(
         result = archive().store_file(part.path, source=source, consume=True)
     except PacsError as exc:
         outcome.reason = exc.dicom_status
-        outcome.storage_failure = isinstance(exc, StorageUnavailable)
+        if isinstance(exc, StorageUnavailable):
+            outcome.storage_status = exc.http_status
         outcome.message = exc.reason
         return outcome
     outcome.stored = True
@@ -165,9 +174,11 @@ def _status(outcomes: list[PartOutcome]) -> int:
         return 200
     if len(failed) < len(outcomes):
         return 202
-    if all(o.storage_failure for o in failed):
-        return 503
-    return 409
+    storage = {o.storage_status for o in failed}
+    if 0 in storage:
+        return 409
+    # Full when every part met a full store: the client should not simply retry.
+    return 507 if storage == {507} else 503
 
 
 def _check_request() -> str:
@@ -186,7 +197,7 @@ def _check_request() -> str:
     boundary = media.params.get("boundary", "")
     if not boundary:
         raise multipart.MalformedMultipart("the Content-Type has no boundary")
-    limit = int(setting("dicomweb_max_request_bytes"))
+    limit = settings().dicomweb_max_request_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body of {request.content_length} bytes exceeds {limit}")
     return boundary
@@ -207,8 +218,8 @@ def _store(study: str | None) -> Response:
             boundary,
             spool=arch.spooled,
             stack=stack,
-            max_part_bytes=int(setting("dicomweb_max_part_bytes")),
-            max_total_bytes=int(setting("dicomweb_max_request_bytes")),
+            max_part_bytes=settings().dicomweb_max_part_bytes,
+            max_total_bytes=settings().dicomweb_max_request_bytes,
         )
         outcomes = [_store_part(part, principal, study, source) for part in parts]
     for o in outcomes:
