@@ -149,6 +149,7 @@ class Archive:
         self.index = index
         #: the audit trail, on the same database (pacs/audit.py)
         self.audit = AuditLog(index.engine)
+        #: this writer's name in store intents ("host:pid"; recovery goes by it)
         self.node = node or f"{socket.gethostname()}:0"
         self.spool_dir = spool_dir or settings.data_dir / "tmp"
         self.spool_dir.mkdir(parents=True, exist_ok=True)
@@ -587,9 +588,6 @@ class Archive:
 
     def nodes(self) -> list[RemoteNode]:
         return self.index.list_nodes()
-
-    def node(self, ae_title: str) -> RemoteNode | None:
-        return self.index.get_node(ae_title)
 
     def save_node(self, node: RemoteNode) -> bool:
         return self.index.upsert_node(node)

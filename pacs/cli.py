@@ -2,59 +2,19 @@
 
 from __future__ import annotations
 
-import functools
-import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 # Only light imports here: `pacs serve`'s supervisor process runs this module,
 # and everything it imports is memory every worker would carry twice.
-from pacs.config import Settings, load_settings, settings_to_dict
+from pacs.cli_common import open_archive, settings_options
+from pacs.config import Settings, settings_to_dict
 from pacs.errors import PacsError
 
-if TYPE_CHECKING:
-    from pacs.archive import Archive
-
 SECRET_SETTINGS = {"s3_secret_key", "secret_key", "database_url"}
-
-
-def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--config and --data-dir on every command, turned into a ``settings`` argument."""
-
-    @click.option(
-        "--config",
-        "config_path",
-        type=click.Path(path_type=Path, dir_okay=False),
-        help="pacs.toml to read (default: $PACS_CONFIG or ./pacs.toml).",
-    )
-    @click.option(
-        "--data-dir",
-        type=click.Path(path_type=Path, file_okay=False),
-        help="Where the embedded index and object store live (default ./pacs-data).",
-    )
-    @functools.wraps(fn)
-    def wrapper(config_path: Path | None, data_dir: Path | None, **kwargs: Any) -> Any:
-        try:
-            settings = load_settings(config_path, data_dir=data_dir)
-        except PacsError as exc:
-            raise click.ClickException(exc.reason) from exc
-        return fn(settings=settings, **kwargs)
-
-    return wrapper
-
-
-def _archive(settings: Settings) -> Archive:
-    from pacs.bootstrap import build_archive
-
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return build_archive(settings)
-    except PacsError as exc:
-        raise click.ClickException(exc.reason) from exc
 
 
 @click.group()
@@ -67,7 +27,7 @@ def main() -> None:
 
 
 @main.command()
-@common_options
+@settings_options
 @click.option("--host", help="Address to listen on (default 0.0.0.0).")
 @click.option("--ae-title", help="Our AE title (default PACS).")
 @click.option("--dicom-port", type=int, help="DICOM port (default 11112).")
@@ -96,14 +56,14 @@ def serve(settings: Settings, samples: Path | None, no_web: bool, **flags: Any) 
 
 
 @main.command("import")
-@common_options
+@settings_options
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def import_cmd(settings: Settings, paths: tuple[Path, ...], quiet: bool) -> None:
     """Import DICOM files, folders and zip files. Exits 1 if any file was refused."""
     from pacs.importer import candidates, import_paths
 
-    archive = _archive(settings)
+    archive = open_archive(settings)
     items = candidates(paths)
     with click.progressbar(
         length=len(items),
@@ -135,7 +95,7 @@ def ae() -> None:
 
 
 @ae.command("add")
-@common_options
+@settings_options
 @click.argument("ae_title")
 @click.argument("host")
 @click.argument("port", type=int)
@@ -165,7 +125,7 @@ def ae_add(settings: Settings, ae_title: str, host: str, port: int, **perms: Any
     )
     from pacs.cli_users import cli_actor
 
-    archive = _archive(settings)
+    archive = open_archive(settings)
     created = archive.save_node(node)
     archive.audit.record(
         "ae.add",
@@ -182,10 +142,10 @@ def ae_add(settings: Settings, ae_title: str, host: str, port: int, **perms: Any
 
 
 @ae.command("list")
-@common_options
+@settings_options
 def ae_list(settings: Settings) -> None:
     """List enrolled AEs."""
-    nodes = _archive(settings).nodes()
+    nodes = open_archive(settings).nodes()
     if not nodes:
         click.echo("no remote AEs enrolled (pacs ae add TITLE HOST PORT)")
         return
@@ -200,13 +160,13 @@ def ae_list(settings: Settings) -> None:
 
 
 @ae.command("remove")
-@common_options
+@settings_options
 @click.argument("ae_title")
 def ae_remove(settings: Settings, ae_title: str) -> None:
     """Remove an enrolled AE."""
     from pacs.cli_users import cli_actor
 
-    archive = _archive(settings)
+    archive = open_archive(settings)
     try:
         archive.remove_node(ae_title.strip())
     except PacsError as exc:
@@ -225,13 +185,13 @@ def ae_remove(settings: Settings, ae_title: str) -> None:
 
 
 @main.command()
-@common_options
+@settings_options
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def reindex(settings: Settings, yes: bool) -> None:
     """Rebuild the index from the object store alone."""
     if not yes:
         click.confirm("Wipe the archive index and rebuild it from the object store?", abort=True)
-    archive = _archive(settings)
+    archive = open_archive(settings)
     counts = archive.reindex(
         progress=lambda n: (
             click.echo(f"\r{n} indexed", nl=False, err=True) if n % 100 == 0 else None
@@ -243,11 +203,11 @@ def reindex(settings: Settings, yes: bool) -> None:
 
 
 @main.command()
-@common_options
+@settings_options
 @click.option("--no-checksums", is_flag=True, help="Only check that objects exist.")
 def verify(settings: Settings, no_checksums: bool) -> None:
     """Check every indexed object exists with its checksum, and list orphans."""
-    report = _archive(settings).verify(checksums=not no_checksums)
+    report = open_archive(settings).verify(checksums=not no_checksums)
     click.echo(f"checked {report.checked} indexed object(s)")
     for label, keys in (
         ("missing", report.missing),
@@ -267,7 +227,7 @@ def db() -> None:
 
 
 @db.command("upgrade")
-@common_options
+@settings_options
 def db_upgrade(settings: Settings) -> None:
     """Apply pending migrations (production runs this explicitly before upgrading)."""
     from pacs.storage.database import make_engine, upgrade
@@ -277,7 +237,7 @@ def db_upgrade(settings: Settings) -> None:
 
 
 @main.command("config")
-@common_options
+@settings_options
 def show_config(settings: Settings) -> None:
     """Print the effective settings (secrets masked)."""
     for key, value in settings_to_dict(settings).items():
@@ -288,12 +248,15 @@ def show_config(settings: Settings) -> None:
 
 def _register_groups() -> None:
     from pacs.cli_ops import register as register_ops
+    from pacs.cli_partners import partner, push, route
     from pacs.cli_tokens import token
     from pacs.cli_users import user
 
     main.add_command(user)
     main.add_command(token)
     register_ops(main)
+    for group in (partner, push, route):
+        main.add_command(group)
 
 
 _register_groups()

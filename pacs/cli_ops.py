@@ -12,52 +12,19 @@ Registered in :mod:`pacs.cli` with ``register(main)``.
 
 from __future__ import annotations
 
-import functools
 import getpass
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from pacs.config import Settings, load_settings
-from pacs.errors import PacsError
+from pacs.cli_common import open_archive, settings_options
+from pacs.config import Settings
 
 if TYPE_CHECKING:
-    from pacs.archive import Archive
-
-
-def _settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--config and --data-dir, turned into a ``settings`` argument (as in :mod:`pacs.cli`)."""
-
-    @click.option(
-        "--config",
-        "config_path",
-        type=click.Path(path_type=Path, dir_okay=False),
-        help="pacs.toml to read (default: $PACS_CONFIG or ./pacs.toml).",
-    )
-    @click.option(
-        "--data-dir",
-        type=click.Path(path_type=Path, file_okay=False),
-        help="Where the embedded index and object store live (default ./pacs-data).",
-    )
-    @functools.wraps(fn)
-    def wrapper(config_path: Path | None, data_dir: Path | None, **kwargs: Any) -> Any:
-        try:
-            settings = load_settings(config_path, data_dir=data_dir)
-            return fn(settings=settings, **kwargs)
-        except PacsError as exc:
-            raise click.ClickException(exc.reason) from exc
-
-    return wrapper
-
-
-def _archive(settings: Settings) -> Archive:
-    from pacs.bootstrap import build_archive
-
-    return build_archive(settings)
+    pass
 
 
 def _size(n: float) -> str:
@@ -72,7 +39,7 @@ def _size(n: float) -> str:
 
 
 @click.command("backup")
-@_settings_options
+@settings_options
 @click.argument("dest", type=click.Path(path_type=Path, file_okay=False))
 @click.option(
     "--objects/--no-objects",
@@ -103,7 +70,7 @@ def study() -> None:
 
 
 @study.command("delete")
-@_settings_options
+@settings_options
 @click.argument("study_uid")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def study_delete(settings: Settings, study_uid: str, yes: bool) -> None:
@@ -112,7 +79,7 @@ def study_delete(settings: Settings, study_uid: str, yes: bool) -> None:
     from pacs.ops import delete_study
     from pacs.storage.matching import Level, Query
 
-    archive = _archive(settings)
+    archive = open_archive(settings)
     rows = archive.search(
         Query(Level.STUDY, {"StudyInstanceUID": study_uid.strip()}, limit=1),
         [
@@ -153,11 +120,11 @@ def jobs() -> None:
 def _queue(settings: Settings) -> Any:
     from pacs.jobs import make_queue
 
-    return make_queue(_archive(settings), settings)
+    return make_queue(open_archive(settings), settings)
 
 
 @jobs.command("status")
-@_settings_options
+@settings_options
 @click.option("--failed", "show_failed", is_flag=True, help="List the dead jobs with their error.")
 def jobs_status(settings: Settings, show_failed: bool) -> None:
     """Jobs per kind and state; exits 1 when any job is dead."""
@@ -182,7 +149,7 @@ def jobs_status(settings: Settings, show_failed: bool) -> None:
 
 
 @jobs.command("retry")
-@_settings_options
+@settings_options
 @click.argument("job_ids", nargs=-1, type=int, required=True)
 def jobs_retry(settings: Settings, job_ids: tuple[int, ...]) -> None:
     """Queue dead jobs again (their attempts start over)."""
@@ -196,7 +163,7 @@ def jobs_retry(settings: Settings, job_ids: tuple[int, ...]) -> None:
 
 
 @jobs.command("probe")
-@_settings_options
+@settings_options
 @click.option("--count", default=10, show_default=True, help="How many probe jobs.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for them.")
 def jobs_probe(settings: Settings, count: int, timeout: float) -> None:

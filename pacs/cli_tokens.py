@@ -14,50 +14,18 @@ replaced, never recovered.
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
 
-from pacs.config import Settings, load_settings
+from pacs.cli_common import open_archive, settings_options
+from pacs.config import Settings
 from pacs.errors import PacsError
 
 
-def _settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--config and --data-dir, turned into a ``settings`` argument (as in :mod:`pacs.cli`)."""
-
-    @click.option(
-        "--config",
-        "config_path",
-        type=click.Path(path_type=Path, dir_okay=False),
-        help="pacs.toml to read (default: $PACS_CONFIG or ./pacs.toml).",
-    )
-    @click.option(
-        "--data-dir",
-        type=click.Path(path_type=Path, file_okay=False),
-        help="Where the embedded index and object store live (default ./pacs-data).",
-    )
-    @functools.wraps(fn)
-    def wrapper(config_path: Path | None, data_dir: Path | None, **kwargs: Any) -> Any:
-        try:
-            settings = load_settings(config_path, data_dir=data_dir)
-        except PacsError as exc:
-            raise click.ClickException(exc.reason) from exc
-        return fn(settings=settings, **kwargs)
-
-    return wrapper
-
-
 def _engine(settings: Settings) -> Any:
-    from pacs.bootstrap import build_archive
-
-    try:
-        return build_archive(settings).index.engine
-    except PacsError as exc:
-        raise click.ClickException(exc.reason) from exc
+    return open_archive(settings).index.engine
 
 
 def _when(value: Any) -> str:
@@ -70,7 +38,7 @@ def token() -> None:
 
 
 @token.command("add")
-@_settings_options
+@settings_options
 @click.argument("name")
 @click.option(
     "--study",
@@ -131,7 +99,7 @@ def token_add(
 
 
 @token.command("list")
-@_settings_options
+@settings_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--active", is_flag=True, help="Only tokens that still work.")
 def token_list(settings: Settings, as_json: bool, active: bool) -> None:
@@ -166,7 +134,7 @@ def token_list(settings: Settings, as_json: bool, active: bool) -> None:
 
 
 @token.command("revoke")
-@_settings_options
+@settings_options
 @click.argument("name_or_id")
 def token_revoke(settings: Settings, name_or_id: str) -> None:
     """Revoke a token by name or id, at once on every server / Thu hồi mã."""
@@ -198,7 +166,7 @@ def cors_group() -> None:
 
 
 @cors_group.command("add")
-@_settings_options
+@settings_options
 @click.argument("origin")
 def cors_add(settings: Settings, origin: str) -> None:
     """Allow ORIGIN (https://host[:port], or * for any)."""
@@ -214,7 +182,7 @@ def cors_add(settings: Settings, origin: str) -> None:
 
 
 @cors_group.command("list")
-@_settings_options
+@settings_options
 def cors_list(settings: Settings) -> None:
     """List allowed origins."""
     from pacs.storage.dicomweb_models import CorsStore
@@ -227,7 +195,7 @@ def cors_list(settings: Settings) -> None:
 
 
 @cors_group.command("remove")
-@_settings_options
+@settings_options
 @click.argument("origin")
 def cors_remove(settings: Settings, origin: str) -> None:
     """Stop allowing ORIGIN."""

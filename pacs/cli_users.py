@@ -8,42 +8,16 @@ the audit trail, where every change is a row by the actor :func:`cli_actor`.
 
 from __future__ import annotations
 
-import functools
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
 
-from pacs.config import Settings, load_settings
+from pacs.cli_common import open_archive, settings_options
+from pacs.config import Settings
 from pacs.errors import PacsError
 from pacs.roles import ROLES
-
-
-def _settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--config and --data-dir, turned into a ``settings`` argument (as in :mod:`pacs.cli`)."""
-
-    @click.option(
-        "--config",
-        "config_path",
-        type=click.Path(path_type=Path, dir_okay=False),
-        help="pacs.toml to read (default: $PACS_CONFIG or ./pacs.toml).",
-    )
-    @click.option(
-        "--data-dir",
-        type=click.Path(path_type=Path, file_okay=False),
-        help="Where the embedded index and object store live (default ./pacs-data).",
-    )
-    @functools.wraps(fn)
-    def wrapper(config_path: Path | None, data_dir: Path | None, **kwargs: Any) -> Any:
-        try:
-            settings = load_settings(config_path, data_dir=data_dir)
-        except PacsError as exc:
-            raise click.ClickException(exc.reason) from exc
-        return fn(settings=settings, **kwargs)
-
-    return wrapper
 
 
 def cli_actor() -> Any:
@@ -63,13 +37,9 @@ class _CliAccounts:
     """The account operations and the archive they live in (for its audit trail)."""
 
     def __init__(self, settings: Settings) -> None:
-        from pacs.bootstrap import build_archive
         from pacs.viewer.users import Accounts
 
-        try:
-            self.archive = build_archive(settings)
-        except PacsError as exc:
-            raise click.ClickException(exc.reason) from exc
+        self.archive = open_archive(settings)
         self.accounts = Accounts(self.archive.index.engine)
 
     def audit(self, action: str, outcome: str = "success", **details: Any) -> None:
@@ -138,7 +108,7 @@ def user() -> None:
 
 
 @user.command("add")
-@_settings_options
+@settings_options
 @click.argument("username")
 @click.option(
     "--role",
@@ -172,7 +142,7 @@ def user_add(
 
 
 @user.command("list")
-@_settings_options
+@settings_options
 def user_list(settings: Settings) -> None:
     """List users with their role, state and last sign-in."""
     users = _run(lambda: _accounts(settings).store.list_users())
@@ -187,7 +157,7 @@ def user_list(settings: Settings) -> None:
 
 
 @user.command("disable")
-@_settings_options
+@settings_options
 @click.argument("username")
 def user_disable(settings: Settings, username: str) -> None:
     """Disable a user; they are signed out everywhere at once."""
@@ -202,7 +172,7 @@ def user_disable(settings: Settings, username: str) -> None:
 
 
 @user.command("enable")
-@_settings_options
+@settings_options
 @click.argument("username")
 def user_enable(settings: Settings, username: str) -> None:
     """Enable a user again (also lifts a sign-in lockout)."""
@@ -217,7 +187,7 @@ def user_enable(settings: Settings, username: str) -> None:
 
 
 @user.command("passwd")
-@_settings_options
+@settings_options
 @click.argument("username")
 @_with_password_options
 def user_passwd(settings: Settings, username: str, password_stdin: bool, generate: bool) -> None:

@@ -106,6 +106,12 @@ class Settings:
     # A TrueType font for printed result sheets; empty: the bundled DejaVu Sans.
     result_sheet_font: str = ""
 
+    # Consultation (docs/consultation.md): this hospital's name on the answers it
+    # writes (empty: the AE title), and how long a routing rule waits for a study to
+    # stop arriving before it sends what came (one push per study and window).
+    institution_name: str = ""
+    consult_route_settle_s: float = 5.0
+
     # DICOMweb: the largest STOW-RS request and instance, QIDO-RS results per page
     # when the client asks for more (or says nothing), and how long a series must be
     # quiet before its metadata is prebuilt for WADO-RS.

@@ -272,6 +272,7 @@ def install(services: WorkerServices) -> None:
     """Plug every feature's background work into a worker. Add new features here."""
     install_core(services)
     install_series_metadata(services)
+    install_consult(services)
 
 
 def install_core(services: WorkerServices) -> None:
@@ -317,3 +318,11 @@ def install_series_metadata(services: WorkerServices) -> None:
     builder = MetadataBuilder(services.archive, node=services.node)
     services.every(5.0, "series metadata", builder.run_once)
     services.installed.append("series metadata")
+
+
+def install_consult(services: WorkerServices) -> None:
+    """Consultation: pushes to partners, routing rules, notifications (pacs/consult)."""
+    # Imported here: pacs.consult imports this module.
+    from pacs.consult import worker
+
+    worker.install(services)

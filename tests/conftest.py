@@ -11,6 +11,7 @@ Session fixtures:
     ``postgres``             a running throwaway :class:`~support.postgres.PostgresCluster`.
     ``postgres_url``         SQLAlchemy URL of a database on it, shared by the session.
     ``s3_endpoint``          a moto S3 server (:class:`~support.s3.S3Endpoint`).
+    ``chromium``             Playwright's launcher for /usr/bin/chromium (``support.launch``).
 Per-test fixtures:
     ``fresh_postgres_url``   URL of a new empty database, dropped afterwards.
     ``s3_bucket``            a bucket name no other test uses.
@@ -22,6 +23,7 @@ import importlib.util
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +40,7 @@ from support import (  # noqa: E402 - after the sys.path fallback above
     load_manifest,
     load_vietnamese_manifest,
     moto_server,
+    playwright_chromium,
     require_corpus,
     unique_bucket,
 )
@@ -107,3 +110,12 @@ def s3_endpoint() -> Iterator[S3Endpoint]:
 def s3_bucket() -> str:
     """A bucket name unique to this test (the store creates it on first use)."""
     return unique_bucket()
+
+
+# ---------------------------------------------------------------- browser
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """Playwright driving /usr/bin/chromium: one session for every test that needs it."""
+    yield from playwright_chromium()

@@ -234,6 +234,8 @@ def _find(event: Event, ctx: ScpContext) -> Iterator[tuple[int | Dataset, Datase
         # without declaring it): repair before the names are decoded.
         apply_text_codec(identifier)
         query, requested = to_query(identifier, _model(event))
+        # A partner hospital's AE sees only what was shared with it.
+        query.study_scope = ctx.peers.study_scope(ae)
         rows = ctx.archive.search(query, response_keywords(query, requested))
     except PacsError as exc:
         log.warning("C-FIND from %s failed: %s", ae, exc.reason)
@@ -263,9 +265,11 @@ def _find(event: Event, ctx: ScpContext) -> Iterator[tuple[int | Dataset, Datase
 # ---------------------------------------------------------------- C-MOVE / C-GET
 
 
-def _matches(event: Event, ctx: ScpContext) -> list[InstanceRef]:
+def _matches(event: Event, ctx: ScpContext, ae: str) -> list[InstanceRef]:
+    """What a C-MOVE / C-GET selects, within what the caller ``ae`` may see (a study
+    outside its scope matches nothing, like one that does not exist)."""
     selectors = retrieve_selectors(event.identifier, _model(event))
-    return ctx.archive.instances(**selectors)
+    return ctx.archive.instances(**selectors, study_scope=ctx.peers.study_scope(ae))
 
 
 def _study_uids(refs: list[InstanceRef]) -> list[str]:
@@ -312,7 +316,7 @@ def _move(event: Event, ctx: ScpContext) -> Iterator[Any]:
         log.warning("refused C-MOVE from %s (%s): not allowed to retrieve", ae, addr)
     else:
         try:
-            refs = _matches(event, ctx)
+            refs = _matches(event, ctx, ae)
         except PacsError as exc:
             refusal = _refusal(exc)
             log.warning("C-MOVE from %s failed: %s", ae, exc.reason)
@@ -347,7 +351,7 @@ def _get(event: Event, ctx: ScpContext) -> Iterator[Any]:
         yield failure(NotAuthorized.dicom_status, f"{ae} may not retrieve here"), None
         return
     try:
-        refs = _matches(event, ctx)
+        refs = _matches(event, ctx, ae)
     except PacsError as exc:
         log.warning("C-GET from %s failed: %s", ae, exc.reason)
         yield 1

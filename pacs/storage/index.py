@@ -92,6 +92,8 @@ class RemoteNode:
     is_destination: bool
     description: str = ""
     last_seen_at: datetime | None = None
+    #: "all" or "shared" (see RemoteAE.study_scope); None on an update keeps the stored one
+    study_scope: str | None = None
 
 
 _REF_COLUMNS = (
@@ -808,6 +810,7 @@ class SqlIndex:
         RemoteAE.is_destination,
         RemoteAE.description,
         RemoteAE.last_seen_at,
+        RemoteAE.study_scope,
     )
 
     def list_nodes(self) -> list[RemoteNode]:
@@ -836,6 +839,8 @@ class SqlIndex:
             "is_destination": node.is_destination,
             "description": node.description,
         }
+        if node.study_scope is not None:
+            values["study_scope"] = node.study_scope
         with self._write() as conn:
             updated = conn.execute(
                 update(RemoteAE).where(RemoteAE.ae_title == node.ae_title).values(**values)

@@ -172,6 +172,9 @@ class RemoteAE(Base):
     description: Mapped[str] = mapped_column(String(255), default="")
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # What it may query and retrieve: "all" studies, or only those "shared" with its
+    # partner hospital (pacs/storage/consult_models.py; migration 0007_consult).
+    study_scope: Mapped[str] = mapped_column(String(16), default="all", server_default="all")
 
 
 class StoreIntent(Base):

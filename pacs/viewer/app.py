@@ -23,7 +23,7 @@ from pacs import metrics
 from pacs.archive import Archive
 from pacs.config import Settings
 from pacs.errors import PacsError
-from pacs.viewer import api, auth, dashboard, dicomweb, ui
+from pacs.viewer import api, auth, consult, dashboard, dicomweb, ui
 
 log = logging.getLogger(__name__)
 
@@ -113,4 +113,5 @@ def create_app(settings: Settings, archive: Archive) -> Flask:
     api.register(app, archive)
     dicomweb.register(app, archive)
     dashboard.register(app, archive)
+    consult.register(app, archive)
     return app

@@ -25,6 +25,7 @@ _STRINGS: dict[str, tuple[str, str]] = {
     "nav.shares": ("Liên kết chia sẻ", "Shared links"),
     "nav.audit": ("Nhật ký truy cập", "Audit trail"),
     "nav.dashboard": ("Vận hành", "Operations"),
+    "nav.consult": ("Hội chẩn từ xa", "Consultations"),
     "nav.account": ("Tài khoản", "Account"),
     "nav.signout": ("Đăng xuất", "Sign out"),
     "nav.language": ("Ngôn ngữ", "Language"),

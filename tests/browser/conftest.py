@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,19 +26,10 @@ from click.testing import CliRunner
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit, generate_uid
 
-from support import LOCALHOST, free_port, require_tool, stop_process, unavailable, wait_for_port
+from support import LOCALHOST, free_port, launch, stop_process, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "sample_dicom"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 PASSWORD = "mật khẩu thử 2024"
 XSS_NAME = "<img src=x onerror=alert(1)>"
 
@@ -159,26 +149,6 @@ def viewer_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ViewerSe
         yield ViewerServer(base, data_dir, log_path)
     finally:
         stop_process(process, timeout=30)
-
-
-@pytest.fixture(scope="session")
-def chromium() -> Iterator[Any]:
-    """Playwright's sync API driving /usr/bin/chromium (never a downloaded browser)."""
-    require_tool(CHROMIUM)
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("playwright is not installed")
-    with sync_playwright() as playwright:
-        yield playwright.chromium
-
-
-def launch(chromium: Any, **options: Any) -> Any:
-    """A persistent context with a fresh profile directory (closed by the caller)."""
-    profile = tempfile.mkdtemp(prefix="pacs-chromium-")
-    return chromium.launch_persistent_context(
-        profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, **options
-    )
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import sqlite3
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,8 @@ import pydicom
 import pytest
 from PIL import Image
 
+from support import launch
+
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 SETTLE = "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
@@ -30,29 +31,12 @@ PIN = "73915046"
 MR_NAME = "LE VAN HUNG"
 
 ViewerServer = Any  # tests/browser/conftest.py
-# As tests/browser/conftest.py launches Chromium (never a downloaded browser).
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 
 
 @pytest.fixture
 def stranger(chromium: Any) -> Iterator[Any]:
     """A second, fresh browser (own profile, no cookies): someone who only has the link."""
-    context = chromium.launch_persistent_context(
-        tempfile.mkdtemp(prefix="pacs-chromium-"),
-        executable_path=CHROMIUM,
-        headless=True,
-        args=CHROMIUM_ARGS,
-        viewport={"width": 1280, "height": 800},
-        locale="en-GB",
-    )
+    context = launch(chromium, viewport={"width": 1280, "height": 800}, locale="en-GB")
     try:
         yield context
     finally:

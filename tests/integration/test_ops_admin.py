@@ -32,14 +32,13 @@ from pacs.storage.index import RemoteNode
 from pacs.viewer import dashboard
 from pacs.viewer.app import create_app
 from pacs.viewer.users import Accounts
-from support import LOCALHOST, require_tool, unavailable
+from support import LOCALHOST, launch
 from support.corpus import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
 SAMPLES = REPO_ROOT / "sample_dicom"
 PASSWORD = "quản-trị-viên-2024"
-CHROMIUM = "/usr/bin/chromium"
 
 
 @dataclass
@@ -244,12 +243,11 @@ def served(site: Site) -> Iterator[str]:
 
 
 @pytest.mark.browser
-def test_the_dashboard_draws_its_charts_and_deletes_a_study(site: Site, served: str) -> None:
-    require_tool(CHROMIUM)
-    try:
-        from playwright.sync_api import expect, sync_playwright
-    except ImportError:
-        unavailable("playwright is not installed")
+def test_the_dashboard_draws_its_charts_and_deletes_a_study(
+    site: Site, served: str, chromium: Any
+) -> None:
+    from playwright.sync_api import expect
+
     # A study that arrived "yesterday" so the charts have two days.
     extra = Path(tempfile.mkdtemp()) / "old.dcm"
     ds = pydicom.dcmread(SAMPLES / "us_cine" / "US_CINE.dcm")
@@ -264,21 +262,8 @@ def test_the_dashboard_draws_its_charts_and_deletes_a_study(site: Site, served: 
         )
     doomed = site.studies["ct_head"]
 
-    with sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
-        browser = pw.chromium.launch_persistent_context(
-            profile,
-            executable_path=CHROMIUM,
-            headless=True,
-            locale="en-GB",
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-            ],
-        )
+    browser = launch(chromium, locale="en-GB")
+    try:
         page = browser.new_page()
         external: list[str] = []
         page.on(
@@ -318,6 +303,7 @@ def test_the_dashboard_draws_its_charts_and_deletes_a_study(site: Site, served: 
         page.wait_for_selector("#delete-study-result.info")
         assert doomed in page.text_content("#delete-study-result")  # type: ignore[operator]
         expect(page.locator("#chart-studies rect.bar[data-modality=CT]")).to_have_count(0)
+    finally:
         browser.close()
     assert site.archive.instances(study_uid=doomed) == []
     assert site.archive.audit.query(action="study.delete")[0].actor == "quantri"

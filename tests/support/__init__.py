@@ -11,10 +11,12 @@ Modules, one concern each:
 - :mod:`.orthanc`  — an Orthanc peer with its own ports, storage and REST client.
 - :mod:`.postgres` — a throwaway PostgreSQL cluster (runs as ``postgres`` when we are root).
 - :mod:`.s3`       — moto's S3 server on a free port, used through the ``minio`` client.
+- :mod:`.browser`  — Debian's Chromium through Playwright: :func:`launch` a fresh context.
 
 The pytest fixtures that wrap these live in ``tests/conftest.py``.
 """
 
+from .browser import CHROMIUM, CHROMIUM_ARGS, launch, playwright_chromium
 from .corpus import (
     ENV_VAR as CORPUS_ENV_VAR,
 )
@@ -47,6 +49,8 @@ from .postgres import PostgresCluster
 from .s3 import S3Endpoint, moto_server, unique_bucket
 
 __all__ = [
+    "CHROMIUM",
+    "CHROMIUM_ARGS",
     "CORPUS_ENV_VAR",
     "LOCALHOST",
     "FindResult",
@@ -65,12 +69,14 @@ __all__ = [
     "getscu",
     "in_ci",
     "is_clean",
+    "launch",
     "load_manifest",
     "load_vietnamese_manifest",
     "manifest_by_path",
     "moto_server",
     "movescu",
     "orthanc_peer",
+    "playwright_chromium",
     "port_is_open",
     "require_corpus",
     "require_tool",

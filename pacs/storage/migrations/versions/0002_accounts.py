@@ -12,7 +12,7 @@ from alembic import op
 
 revision = "0002_accounts"
 down_revision = "0001_archive"
-branch_labels = ("accounts",)
+branch_labels = None
 depends_on = None
 
 

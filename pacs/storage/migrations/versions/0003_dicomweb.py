@@ -1,7 +1,7 @@
 """dicomweb: API tokens and scopes, CORS origins, precomputed series metadata
 
 Revision ID: 0003_dicomweb
-Revises: 0001_archive
+Revises: 0002_accounts
 Create Date: 2026-11-23 10:00:00
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_dicomweb"
-down_revision = "0001_archive"
-branch_labels = ("dicomweb",)
+down_revision = "0002_accounts"
+branch_labels = None
 depends_on = None
 
 

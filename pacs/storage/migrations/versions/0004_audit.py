@@ -1,7 +1,7 @@
 """audit trail
 
 Revision ID: 0004_audit
-Revises: 0001_archive
+Revises: 0003_dicomweb
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_audit"
-down_revision = "0001_archive"
-branch_labels = ("audit",)
+down_revision = "0003_dicomweb"
+branch_labels = None
 depends_on = None
 
 

@@ -1,8 +1,8 @@
 """sharing: share links, their opens, and key images for result sheets
 
 Revision ID: 0005_sharing
-Revises: 0001_archive
-Depends on: 0002_accounts (share_links.created_by references users)
+Revises: 0004_audit
+(share_links.created_by references users, 0002_accounts)
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_sharing"
-down_revision = "0001_archive"
-branch_labels = ("sharing",)
-depends_on = ("0002_accounts",)
+down_revision = "0004_audit"
+branch_labels = None
+depends_on = None
 
 
 def _ts(name: str, nullable: bool = False) -> sa.Column:

@@ -1,7 +1,7 @@
 """jobs: the work queue shared by every node
 
 Revision ID: 0006_jobs
-Revises: 0001_archive
+Revises: 0005_sharing
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_jobs"
-down_revision = "0001_archive"
-branch_labels = ("jobs",)
+down_revision = "0005_sharing"
+branch_labels = None
 depends_on = None
 
 _ACTIVE = "state IN ('queued', 'running')"

@@ -1,0 +1,111 @@
+"""A broken link: the receiving hospital dies (SIGKILL) in the middle of a push.
+
+The sender records each instance the moment the partner confirms it. When the
+receiver comes back, the queued job resumes and sends only what was not
+confirmed; in the end the receiver holds every instance exactly once, with the
+data set bytes as archived (checked by SOP Instance UID and bytes over C-GET),
+and the receiver's own audit trail shows it was sent exactly what was missing.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pydicom
+import pytest
+from consult_harness import cli, consult_of, start, wait_for
+from sqlalchemy import select
+
+from pacs.storage.audit_models import AuditEvent
+from support import storescu
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+MR = REPO / "sample_dicom" / "mr_brain"
+#: bytes per second from the sender: the 24 MR slices (3.2 MB) take about 16 s
+CAP = "200k"
+
+
+def _stores_audited(server, ae_title: str, since: datetime) -> int:
+    """Instances ``server`` audited as stored from ``ae_title`` after ``since``."""
+    engine = consult_of(server).archive.index.engine
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(AuditEvent.details).where(
+                AuditEvent.action == "dicom.store",
+                AuditEvent.actor == ae_title,
+                AuditEvent.at >= since,
+            )
+        ).all()
+    return sum(json.loads(r.details or "{}").get("instances", 0) for r in rows)
+
+
+def test_receiver_killed_mid_transfer_and_the_push_resumes(
+    pacs_server, raw_get, read_dataset_bytes
+):
+    receiver = start(pacs_server, "PACS_B")
+    sender = start(pacs_server, "PACS_A")
+    # A plain DICOM partner on each side (no pacs-to-pacs calls); the receiver lets the
+    # sender count every study (scope "all") to verify the push.
+    cli(receiver, "partner", "add", "DISTRICT", "--ae-title", "PACS_A", "--host",
+        sender.host, "--port", str(sender.dicom_port), "--scope", "all")  # fmt: skip
+    cli(sender, "partner", "add", "CENTRAL", "--ae-title", "PACS_B", "--host",
+        receiver.host, "--port", str(receiver.dicom_port), "--bandwidth", CAP)  # fmt: skip
+    receiver.wait_until_accepted("PACS_A")
+    files = sorted(MR.glob("*.dcm"))
+    stored = storescu(sender.host, sender.dicom_port, files, called_aet="PACS_A")
+    assert stored.returncode == 0, stored.output
+    study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+
+    out = cli(sender, "push", study_uid, "CENTRAL")
+    assert "24 instance(s)" in out
+    pushes = consult_of(sender).pushes.store
+    push_id = pushes.recent(limit=1)[0].id
+    wait_for(lambda: pushes.get(push_id).sent >= 6, "six confirmed instances", timeout=60)
+    receiver.kill9()
+
+    # The sender notices (its C-STORE breaks), keeps what was confirmed, retries.
+    broken = wait_for(
+        lambda: (p := pushes.get(push_id)).state == "retrying" and p,
+        "the sender to notice the broken link",
+        timeout=90,
+    )
+    confirmed = broken.sent
+    assert 6 <= confirmed < 24
+    assert broken.last_error
+    restarted_at = datetime.now(UTC)
+    receiver.restart()
+
+    done = wait_for(
+        lambda: (p := pushes.get(push_id)).state == "done" and p,
+        "the push to finish after the restart",
+        timeout=120,
+    )
+    assert (done.sent, done.total, done.refused, done.verified_count) == (24, 24, 0, 24)
+    assert done.attempts >= 2
+
+    # Exactly the missing instances were sent after the restart (nothing confirmed twice).
+    assert _stores_audited(receiver, "PACS_A", restarted_at) == 24 - confirmed
+
+    # Every instance exactly once on the receiver, byte for byte as archived.
+    refs = consult_of(receiver).archive.instances(study_uid=study_uid)
+    assert sorted(r.sop_uid for r in refs) == sorted(
+        str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files
+    )
+    metas = [pydicom.filereader.read_file_meta_info(f) for f in files]
+    statuses, got = raw_get(
+        receiver.host,
+        receiver.dicom_port,
+        {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid},
+        sorted({(str(m.MediaStorageSOPClassUID), str(m.TransferSyntaxUID)) for m in metas}),
+        called_aet="PACS_B",
+    )
+    assert statuses[-1] == 0x0000
+    assert {uid: data for uid, (_, data) in got.items()} == {
+        str(m.MediaStorageSOPInstanceUID): read_dataset_bytes(f)
+        for m, f in zip(metas, files, strict=True)
+    }
+    assert receiver.verify().returncode == 0
