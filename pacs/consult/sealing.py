@@ -22,10 +22,6 @@ enter the partner's token again. Secrets are never logged; lists show a hint.
 from __future__ import annotations
 
 import base64
-import os
-import secrets
-import tempfile
-from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
@@ -33,6 +29,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from pacs.config import Settings
 from pacs.errors import ConfigError
+from pacs.keys import installation_key
 
 _PURPOSE = b"pacs consult partner secrets v1"
 
@@ -41,32 +38,11 @@ class SecretUnreadable(ConfigError):
     """A sealed secret does not open with this installation's key."""
 
 
-def _secret_key(settings: Settings) -> str:
-    """``settings.secret_key``, else the data directory's generated key (made if missing,
-    the same way and in the same file as the web app's session key)."""
-    if settings.secret_key:
-        return settings.secret_key
-    path = settings.data_dir / "secret_key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret_key.")
-        try:
-            os.write(fd, secrets.token_hex(32).encode())
-            os.close(fd)
-            # link, not rename: when two processes race, exactly one key wins.
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    return path.read_text().strip()
-
-
 class SecretBox:
     """Seal and open partner secrets for one installation."""
 
     def __init__(self, settings: Settings) -> None:
-        material = _secret_key(settings).encode("utf-8")
+        material = installation_key(settings).encode("utf-8")
         key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_PURPOSE).derive(material)
         self._fernet = Fernet(base64.urlsafe_b64encode(key))
 

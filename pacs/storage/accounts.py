@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import (
     Boolean,
@@ -40,17 +40,13 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from pacs.errors import StorageUnavailable
 from pacs.roles import ROLES, ROLES_SEEING_ALL
-from pacs.storage.database import writer
+from pacs.storage.database import aware, unavailable, utcnow, writer
 from pacs.storage.models import UI, Base, Study
 
 log = logging.getLogger(__name__)
 
 #: kinds of study assignment: "assigned" by staff now, "shared" by the sharing feature later
 ASSIGNMENT_KINDS = ("assigned", "shared")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 # ---------------------------------------------------------------- tables
@@ -179,17 +175,10 @@ _USER_COLUMNS = (
 )
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes even for timezone=True columns.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 def _user(row: object) -> User:
     values = list(row)  # type: ignore[call-overload]
     for i in (8, 9, 10):
-        values[i] = _aware(values[i])
+        values[i] = aware(values[i])
     return User(*values)
 
 
@@ -205,8 +194,7 @@ class AccountStore:
         self._writer = writer(engine)
 
     def _fail(self, what: str, exc: SQLAlchemyError) -> StorageUnavailable:
-        log.error("account store %s failed: %s", what, exc)
-        return StorageUnavailable(f"user database unavailable during {what}")
+        return unavailable("user database", what, exc)
 
     # ------------------------------------------------------------ users
 
@@ -376,7 +364,7 @@ class AccountStore:
                 count, latest = conn.execute(stmt).one()
         except SQLAlchemyError as exc:
             raise self._fail("read sign-in attempts", exc) from exc
-        return int(count), _aware(latest)
+        return int(count), aware(latest)
 
     def clear_failures(self, username: str) -> None:
         """Forget a user's failed attempts (an administrator unlocked the account)."""
@@ -427,7 +415,7 @@ class AccountStore:
         )
         try:
             with self.engine.connect() as conn:
-                return {uid: _aware(at) for uid, at in conn.execute(stmt)}  # type: ignore[misc]
+                return {uid: aware(at) for uid, at in conn.execute(stmt)}  # type: ignore[misc]
         except SQLAlchemyError as exc:
             raise self._fail("read study views", exc) from exc
 
@@ -561,7 +549,7 @@ class AccountStore:
         try:
             with self.engine.connect() as conn:
                 return [
-                    Assignment(*r[:6], _aware(r[6]), _aware(r[7]))  # type: ignore[arg-type]
+                    Assignment(*r[:6], aware(r[6]), aware(r[7]))  # type: ignore[arg-type]
                     for r in conn.execute(stmt)
                 ]
         except SQLAlchemyError as exc:

@@ -27,7 +27,7 @@ import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -51,7 +51,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pacs.errors import StorageUnavailable
-from pacs.storage.database import writer
+from pacs.storage.database import aware, unavailable, utcnow, writer
 from pacs.storage.models import UI, Base, Study
 
 log = logging.getLogger(__name__)
@@ -63,17 +63,6 @@ URGENCIES = ("routine", "urgent", "emergency")
 STATUS_ORDER = ("requested", "sent", "viewed", "answered")
 END_STATUSES = ("failed", "cancelled")
 PUSH_ACTIVE = ("queued", "sending", "retrying")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes even for timezone=True columns.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 def _ts(nullable: bool = False) -> Any:
@@ -375,7 +364,7 @@ def _values(row: Any, cls: type) -> Any:
     data = dict(row._mapping)
     for key, value in data.items():
         if isinstance(value, datetime):
-            data[key] = _aware(value)
+            data[key] = aware(value)
     return cls(**data)
 
 
@@ -390,7 +379,7 @@ def _push(row: Any) -> Push:
     data["series_uids"] = tuple(u for u in (data["series_uids"] or "").split("\\") if u)
     for key, value in data.items():
         if isinstance(value, datetime):
-            data[key] = _aware(value)
+            data[key] = aware(value)
     return Push(**data)
 
 
@@ -402,7 +391,7 @@ def _consultation(row: Any) -> Consultation:
         data["key_images"] = ()
     for key, value in data.items():
         if isinstance(value, datetime):
-            data[key] = _aware(value)
+            data[key] = aware(value)
     return Consultation(**data)
 
 
@@ -412,8 +401,7 @@ class _Store:
         self._writer = writer(engine)
 
     def _fail(self, what: str, exc: SQLAlchemyError) -> StorageUnavailable:
-        log.error("consultation store %s failed: %s", what, exc)
-        return StorageUnavailable(f"database unavailable during {what}")
+        return unavailable("consultation database", what, exc)
 
     def _read(self, what: str, stmt: Any, params: dict[str, Any] | None = None) -> list[Any]:
         try:
@@ -732,7 +720,7 @@ class PushStore(_Store):
                     return "gone"
                 if row.state in ("done", "cancelled"):
                     return "finished"
-                alive = _aware(row.updated_at) > stale  # type: ignore[operator]
+                alive = aware(row.updated_at) > stale  # type: ignore[operator]
                 if row.state == "sending" and row.owner != owner and alive:
                     return "busy"
                 other = conn.execute(

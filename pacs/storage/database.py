@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,25 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def utcnow() -> datetime:
+    """Now, in UTC: every timestamp the index keeps."""
+    return datetime.now(UTC)
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """A timestamp read back from the index, with its zone (SQLite drops it; all are UTC)."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def unavailable(store: str, what: str, exc: SQLAlchemyError) -> StorageUnavailable:
+    """The error for a database failure in ``store`` during ``what``, logged with its cause
+    (the message the caller sees names no SQL)."""
+    log.error("%s: %s failed: %s", store, what, exc)
+    return StorageUnavailable(f"{store} unavailable during {what}: {type(exc).__name__}")
 
 
 def make_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 8) -> Engine:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -48,24 +48,13 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pacs.errors import StorageUnavailable
-from pacs.storage.database import writer
+from pacs.storage.database import aware, unavailable, utcnow, writer
 from pacs.storage.models import UI, Base, Series, Study
 
 log = logging.getLogger(__name__)
 
 #: scope kinds understood today; rows of other kinds grant nothing (deny by default)
 SCOPE_STUDY = "study"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes even for timezone=True columns.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 # ---------------------------------------------------------------- tables
@@ -217,7 +206,7 @@ class SeriesMetadata:
         return (
             self.data is not None
             and self.source_updated_at is not None
-            and self.source_updated_at == _aware(state.updated_at)
+            and self.source_updated_at == aware(state.updated_at)
             and self.num_instances == state.num_instances
         )
 
@@ -263,8 +252,7 @@ class _Store:
         self._writer = writer(engine)
 
     def _fail(self, what: str, exc: SQLAlchemyError) -> StorageUnavailable:
-        log.error("dicomweb store %s failed: %s", what, exc)
-        return StorageUnavailable(f"database unavailable during {what}")
+        return unavailable("DICOMweb database", what, exc)
 
 
 # ---------------------------------------------------------------- tokens
@@ -373,8 +361,8 @@ class TokenStore(_Store):
                                 s.kind,
                                 s.value,
                                 s.granted_by,
-                                _aware(s.granted_at),  # type: ignore[arg-type]
-                                _aware(s.expires_at),
+                                aware(s.granted_at),  # type: ignore[arg-type]
+                                aware(s.expires_at),
                             )
                         )
         except SQLAlchemyError as exc:
@@ -388,10 +376,10 @@ class TokenStore(_Store):
                 can_write=bool(r.can_write),
                 description=r.description,
                 created_by=r.created_by,
-                created_at=_aware(r.created_at),  # type: ignore[arg-type]
-                expires_at=_aware(r.expires_at),
-                revoked_at=_aware(r.revoked_at),
-                last_used_at=_aware(r.last_used_at),
+                created_at=aware(r.created_at),  # type: ignore[arg-type]
+                expires_at=aware(r.expires_at),
+                revoked_at=aware(r.revoked_at),
+                last_used_at=aware(r.last_used_at),
                 scopes=tuple(scopes.get(r.id, ())),
             )
             for r in rows
@@ -598,7 +586,7 @@ class SeriesMetadataStore(_Store):
             with self.engine.connect() as conn:
                 return {
                     r[0]: SeriesMetadata(
-                        r[0], _aware(r[1]), r[2], r[3], r[4], _aware(r[5]), r[6] or ""
+                        r[0], aware(r[1]), r[2], r[3], r[4], aware(r[5]), r[6] or ""
                     )
                     for r in conn.execute(stmt)
                 }

@@ -10,7 +10,7 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from pacs.charset import fold
 from pacs.dicomfile import InstanceHeader
 from pacs.errors import InvalidQuery, NotFound, StorageUnavailable
-from pacs.storage.database import writer
+from pacs.storage.database import unavailable, utcnow, writer
 from pacs.storage.matching import (
     Query,
     attributes_for,
@@ -38,10 +38,6 @@ from pacs.storage.models import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -195,8 +191,7 @@ class SqlIndex:
         return self._writer.begin()
 
     def _guard(self, what: str, exc: SQLAlchemyError) -> StorageUnavailable:
-        log.error("index %s failed: %s", what, exc)
-        return StorageUnavailable(f"index unavailable during {what}: {exc.__class__.__name__}")
+        return unavailable("index", what, exc)
 
     def check(self) -> None:
         try:

@@ -54,7 +54,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pacs.errors import StorageUnavailable
-from pacs.storage.database import writer
+from pacs.storage.database import aware, unavailable, utcnow, writer
 from pacs.storage.models import Base
 
 log = logging.getLogger(__name__)
@@ -65,17 +65,6 @@ _ACTIVE = "state IN ('queued', 'running')"
 KIND_MAX = 64
 DEDUPE_MAX = 128
 ERROR_MAX = 4000
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back without their zone; they are all UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
 
 
 class JobRow(Base):
@@ -174,14 +163,14 @@ def _job(row: Any) -> Job:
         state=row.state,
         attempts=row.attempts,
         max_attempts=row.max_attempts,
-        run_after=_aware(row.run_after),  # type: ignore[arg-type]
+        run_after=aware(row.run_after),  # type: ignore[arg-type]
         locked_by=row.locked_by,
-        lease_until=_aware(row.lease_until),
+        lease_until=aware(row.lease_until),
         last_error=row.last_error,
         result=_loads(row.result),
         dedupe_key=row.dedupe_key,
-        created_at=_aware(row.created_at),  # type: ignore[arg-type]
-        finished_at=_aware(row.finished_at),
+        created_at=aware(row.created_at),  # type: ignore[arg-type]
+        finished_at=aware(row.finished_at),
     )
 
 
@@ -221,8 +210,7 @@ class JobQueue:
     # ------------------------------------------------------------ plumbing
 
     def _guard(self, what: str, exc: SQLAlchemyError) -> StorageUnavailable:
-        log.error("job queue %s failed: %s", what, exc)
-        return StorageUnavailable(f"job queue unavailable during {what}: {type(exc).__name__}")
+        return unavailable("job queue", what, exc)
 
     def add_listener(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(kind)`` after each enqueue in this process (wakes local runners)."""
@@ -259,7 +247,7 @@ class JobQueue:
         if dedupe_key is not None and not 0 < len(dedupe_key) <= DEDUPE_MAX:
             raise ValueError(f"a dedupe key is 1–{DEDUPE_MAX} characters")
         now = utcnow()
-        due = now if run_after is None else (_aware(run_after) or now)
+        due = now if run_after is None else (aware(run_after) or now)
         row = {
             "kind": kind,
             "payload": _json(payload, "payload"),
@@ -535,7 +523,7 @@ class JobQueue:
         except SQLAlchemyError as exc:
             raise self._guard("depth", exc) from exc
         return {
-            kind: max(0.0, (now - _aware(due)).total_seconds())  # type: ignore[operator]
+            kind: max(0.0, (now - aware(due)).total_seconds())  # type: ignore[operator]
             for kind, due in rows
             if due is not None
         }

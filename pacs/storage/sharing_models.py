@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import (
     Boolean,
@@ -40,7 +40,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pacs.errors import StorageUnavailable
-from pacs.storage.database import writer
+from pacs.storage.database import aware, unavailable, utcnow, writer
 from pacs.storage.models import UI, Base, Study
 
 log = logging.getLogger(__name__)
@@ -49,17 +49,6 @@ log = logging.getLogger(__name__)
 MAX_KEY_IMAGES = 4
 #: opens kept per link for the sharer's list ("when and from where")
 MAX_OPENS_KEPT = 200
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes even for timezone=True columns.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 # ---------------------------------------------------------------- tables
@@ -228,7 +217,7 @@ def _link(row: object) -> ShareLink:
     values = list(row)  # type: ignore[call-overload]
     values[2] = tuple(json.loads(values[2])) if values[2] else None
     for i in (6, 7, 8, 12, 17, 18):
-        values[i] = _aware(values[i])
+        values[i] = aware(values[i])
     return ShareLink(*values)
 
 
@@ -247,8 +236,7 @@ class SharingStore:
         self._writer = writer(engine)
 
     def _fail(self, what: str, exc: SQLAlchemyError) -> StorageUnavailable:
-        log.error("sharing store %s failed: %s", what, exc)
-        return StorageUnavailable(f"sharing database unavailable during {what}")
+        return unavailable("sharing database", what, exc)
 
     # ------------------------------------------------------------ studies
 
@@ -396,9 +384,7 @@ class SharingStore:
         )
         try:
             with self.engine.connect() as conn:
-                return [
-                    ShareOpen(_aware(at), addr, agent) for at, addr, agent in conn.execute(stmt)
-                ]  # type: ignore[arg-type]
+                return [ShareOpen(aware(at), addr, agent) for at, addr, agent in conn.execute(stmt)]  # type: ignore[arg-type]
         except SQLAlchemyError as exc:
             raise self._fail("read share link opens", exc) from exc
 
@@ -450,7 +436,7 @@ class SharingStore:
         )
         try:
             with self.engine.connect() as conn:
-                return [KeyImage(*r[:5], _aware(r[5])) for r in conn.execute(stmt)]  # type: ignore[arg-type]
+                return [KeyImage(*r[:5], aware(r[5])) for r in conn.execute(stmt)]  # type: ignore[arg-type]
         except SQLAlchemyError as exc:
             raise self._fail("read key images", exc) from exc
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, String, cast, func, literal, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from pacs.errors import StorageUnavailable
+from pacs.storage.database import unavailable
 from pacs.storage.models import Series, Study
 
 
@@ -55,10 +55,6 @@ def _window_start(days: int, offset_minutes: int) -> datetime:
     return local_midnight - timedelta(days=days - 1) - timedelta(minutes=offset_minutes)
 
 
-def _guard(what: str, exc: SQLAlchemyError) -> StorageUnavailable:
-    return StorageUnavailable(f"index unavailable during {what}: {type(exc).__name__}")
-
-
 def studies_per_day(engine: Engine, *, days: int = 30, offset_minutes: int = 0) -> list[DayCount]:
     """Studies that arrived each local day of the last ``days``, per modality of their
     series (a CT+SR study counts once under CT and once under SR)."""
@@ -76,7 +72,7 @@ def studies_per_day(engine: Engine, *, days: int = 30, offset_minutes: int = 0) 
         with engine.connect() as conn:
             return [DayCount(d, m or "?", int(n)) for d, m, n in conn.execute(stmt)]
     except SQLAlchemyError as exc:
-        raise _guard("statistics", exc) from exc
+        raise unavailable("index", "statistics", exc) from exc
 
 
 def storage_growth(
@@ -100,7 +96,7 @@ def storage_growth(
             baseline = int(conn.execute(before).scalar() or 0)
             rows = [DayGrowth(d, int(n), int(b)) for d, n, b in conn.execute(per_day)]
     except SQLAlchemyError as exc:
-        raise _guard("statistics", exc) from exc
+        raise unavailable("index", "statistics", exc) from exc
     return baseline, rows
 
 
@@ -116,7 +112,7 @@ def source_activity(engine: Engine) -> list[SourceActivity]:
         with engine.connect() as conn:
             rows = conn.execute(stmt).all()
     except SQLAlchemyError as exc:
-        raise _guard("statistics", exc) from exc
+        raise unavailable("index", "statistics", exc) from exc
     out = []
     for ae, at, n in rows:
         if at is not None and at.tzinfo is None:

@@ -9,11 +9,7 @@ archive, and only after :func:`pacs.viewer.access.require_principal`.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
@@ -23,32 +19,10 @@ from pacs import metrics
 from pacs.archive import Archive
 from pacs.config import Settings
 from pacs.errors import PacsError
+from pacs.keys import installation_key
 from pacs.viewer import api, auth, consult, dashboard, dicomweb, ui
 
 log = logging.getLogger(__name__)
-
-
-def secret_key(settings: Settings) -> str:
-    """The key that signs sessions: configured, or generated once per data directory.
-
-    Several workers may start at once: the key is written to a private temporary
-    file and linked into place, so exactly one key wins and every worker reads it.
-    """
-    if settings.secret_key:
-        return settings.secret_key
-    path = settings.data_dir / "secret_key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret_key.")
-        try:
-            os.write(fd, secrets.token_hex(32).encode())
-            os.close(fd)
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    return path.read_text().strip()
 
 
 def _wants_json() -> bool:
@@ -61,7 +35,7 @@ def _wants_json() -> bool:
 def create_app(settings: Settings, archive: Archive) -> Flask:
     app = Flask(__name__, static_folder=None)
     app.config.update(
-        SECRET_KEY=secret_key(settings),
+        SECRET_KEY=installation_key(settings),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         PACS_SETTINGS=settings,

@@ -274,7 +274,6 @@ class MetadataBuilder:
         self.service = SeriesMetadataService(archive)
         self.store = self.service.store
         if quiet_s is None:
-            # Settings field once the lead adds it (see common.DEFAULTS).
             quiet_s = archive.settings.dicomweb_metadata_quiet_s
         self.quiet = timedelta(seconds=quiet_s)
         self.batch = batch
