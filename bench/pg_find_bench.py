@@ -1,8 +1,8 @@
-"""C-FIND at study level on PostgreSQL with a million instances, and print a table.
+"""C-FIND at study level with a million instances (PostgreSQL) or 100 000 studies (SQLite).
 
 Fills a fresh database (a throwaway PostgreSQL cluster as the tests use, or
-``--database-url``) with ``--studies`` studies of ``--instances-per-study``
-instances each through ``bench/populate_index.py --bulk`` (100 000 × 10 by
+``--database-url``, which may also be SQLite) with ``--studies`` studies of
+``--instances-per-study`` instances each through ``bench/populate_index.py --bulk`` (100 000 × 10 by
 default), starts ``pacs serve --no-web`` on it, and times study-level C-FINDs
 the way a modality's query screen or a viewer sends them: one association,
 each query repeated, wall time from the request to the last response.
@@ -10,6 +10,8 @@ each query repeated, wall time from the request to the last response.
     python bench/pg_find_bench.py
     python bench/pg_find_bench.py --studies 20000 --repeats 20
     python bench/pg_find_bench.py --database-url postgresql+psycopg://pacs@db/pacs --no-populate
+    python bench/pg_find_bench.py --database-url sqlite:////tmp/find100k/index.sqlite \
+        --instances-per-study 1
 
 Target: median under 50 ms for each query.
 """
@@ -31,7 +33,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -227,6 +229,12 @@ def time_index(url: str, queries: list[tuple[str, dict[str, str]]], repeats: int
     return medians
 
 
+def database_bytes(conn: Connection, url: str) -> int:
+    if url.startswith("sqlite"):
+        return os.path.getsize(url.split("///", 1)[1])
+    return int(conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--database-url", default="")
@@ -237,8 +245,8 @@ def main() -> None:
     args = parser.parse_args()
     with database(args.database_url or None) as url, tempfile.TemporaryDirectory() as tmp:
         engine = make_engine(url)
+        upgrade(engine)
         if not args.no_populate:
-            upgrade(engine)
             started = time.perf_counter()
             bulk_load(engine, 0, args.studies, args.instances_per_study, seed=7)
             with engine.begin() as conn:
@@ -247,7 +255,7 @@ def main() -> None:
         with engine.connect() as conn:
             studies = conn.execute(text("SELECT count(*) FROM studies")).scalar_one()
             instances = conn.execute(text("SELECT count(*) FROM instances")).scalar_one()
-            size = conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one()
+            size = database_bytes(conn, url)
             some_uid = conn.execute(
                 text("SELECT study_uid FROM studies ORDER BY id LIMIT 1 OFFSET :n"),
                 {"n": studies // 2},
@@ -262,7 +270,7 @@ def main() -> None:
             echo_ms, findscu_ms = time_findscu(port, queries, max(5, args.repeats // 2))
         index_ms = time_index(url, queries, args.repeats)
     print(
-        f"\nC-FIND STUDY on PostgreSQL: {studies:,} studies, {instances:,} instances "
+        f"\nC-FIND STUDY on {engine.dialect.name}: {studies:,} studies, {instances:,} instances "
         f"(database {size / 2**30:.1f} GiB), {os.cpu_count()} CPU(s).\n"
         f"'assoc': {args.repeats} queries on one open association (pynetdicom client, "
         f"TCP_NODELAY); 'findscu': one DCMTK findscu process per query, association "

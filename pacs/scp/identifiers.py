@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ from pydicom.valuerep import PersonName
 
 from pacs.charset import python_codecs
 from pacs.errors import InvalidQuery
+from pacs.scp.tuning import PreEncoded
 from pacs.storage.matching import Level, Query
 
 PATIENT_ROOT = "patient"
@@ -157,6 +159,85 @@ def _tag_vr(keyword: str) -> tuple[int, str]:
     return tag_for_keyword(keyword) or 0, dictionary_VR(keyword)
 
 
+# Text VRs we encode ourselves; the charset-dependent ones (PS3.5 6.1.2.3) use the
+# response's character set, the others are ASCII.
+_CHARSET_VRS = frozenset({"SH", "LO", "ST", "PN", "LT", "UC", "UT"})
+_ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI", "UR"})
+# Explicit VR elements with a 4-byte length (PS3.5 7.1.2).
+_LONG_VRS = frozenset(
+    {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
+)
+
+
+class ResponseIdentifier(PreEncoded):
+    """A C-FIND response identifier, encoded straight from the index row.
+
+    A study list can be thousands of responses, and a pydicom data set built and
+    written for each cost ~0.35 ms, most of a response's time on the wire. The
+    elements here are flat text (or empty), so they encode in a few
+    microseconds; anything else (ISO 2022 names, big endian, an unusual VR)
+    goes through pydicom as before.
+    """
+
+    __slots__ = ("_charset", "_elements")
+
+    def __init__(self, elements: dict[int, tuple[str, Any]], charset: str) -> None:
+        self._elements = elements
+        self._charset = charset
+
+    def dataset(self) -> Dataset:
+        ds = Dataset()
+        for tag, (vr, value) in sorted(self._elements.items()):
+            ds[tag] = DataElement(tag, vr, value)
+        return ds
+
+    def _codec(self, texts: Sequence[str]) -> str | None:
+        if all(t.isascii() for t in texts):
+            return "ascii"
+        charset = self._charset
+        if "\\" in charset or charset.startswith("ISO 2022"):
+            return None  # code extensions switch sets within a value: pydicom's job
+        return python_codecs([charset])[0]
+
+    def encode_for(self, implicit_vr: bool, little_endian: bool) -> bytes | None:
+        if not little_endian:
+            return None
+        items = sorted(self._elements.items())
+        texts = [
+            "\\".join(v) if isinstance(v, list) else v
+            for _tag, (_vr, v) in items
+            if v  # None, "" and [] encode as empty values
+        ]
+        codec = self._codec(texts)
+        if codec is None:
+            return None
+        parts = []
+        for tag, (vr, value) in items:
+            if not value:
+                payload = b""
+            else:
+                text = "\\".join(value) if isinstance(value, list) else value
+                if vr in _CHARSET_VRS:
+                    payload = text.encode(codec)
+                elif vr in _ASCII_VRS and text.isascii():
+                    payload = text.encode("ascii")
+                else:
+                    return None
+                if len(payload) % 2:
+                    payload += b"\x00" if vr == "UI" else b" "
+            group, element = tag >> 16, tag & 0xFFFF
+            if implicit_vr:
+                parts.append(struct.pack("<HHI", group, element, len(payload)))
+            elif vr in _LONG_VRS:
+                parts.append(struct.pack("<HH2sHI", group, element, vr.encode(), 0, len(payload)))
+            elif len(payload) < 0x10000 and len(vr) == 2:
+                parts.append(struct.pack("<HH2sH", group, element, vr.encode(), len(payload)))
+            else:
+                return None
+            parts.append(payload)
+        return b"".join(parts)
+
+
 def build_response(
     row: dict[str, Any],
     query: Query,
@@ -164,39 +245,36 @@ def build_response(
     *,
     request_charset: str,
     retrieve_ae: str,
-) -> Dataset:
+) -> ResponseIdentifier:
     """One C-FIND response identifier in the requested (or a sufficient) character set."""
-    # Elements are built directly (not by keyword): a response costs a third as
-    # much to build and encode, and a study list can be thousands of responses.
-    ds = Dataset()
+    elements: dict[int, tuple[str, Any]] = {}
     texts = [v for v in row.values() if isinstance(v, str)]
     charset = request_charset
     if not _encodable(texts, charset):
         # The requested set cannot carry these names; UTF-8 can carry any.
         charset = "ISO_IR 192"
     if charset:
-        value = charset.split("\\") if "\\" in charset else charset
-        ds[0x00080005] = DataElement(0x00080005, "CS", value)
-    ds[0x00080052] = DataElement(0x00080052, "CS", query.level.value)
+        elements[0x00080005] = ("CS", charset.split("\\") if "\\" in charset else charset)
+    elements[0x00080052] = ("CS", query.level.value)
     for elem in requested:
         keyword = elem.keyword
         if keyword and keyword in row:
-            _put(ds, keyword, row[keyword])
+            _put(elements, keyword, row[keyword])
         elif keyword == "InstanceAvailability":
-            _put(ds, keyword, "ONLINE")
+            _put(elements, keyword, "ONLINE")
         elif elem.VR == "SQ":
-            ds[elem.tag] = DataElement(elem.tag, "SQ", [])
+            elements[elem.tag] = ("SQ", [])
         else:
             # PS3.4 C.2.2.3: a requested key we do not keep is returned empty.
-            ds[elem.tag] = DataElement(elem.tag, elem.VR, None)
+            elements[elem.tag] = (elem.VR, None)
     for keyword in _UNIQUE_KEYS[query.level]:
-        if keyword in row and _tag_vr(keyword)[0] not in ds:
-            _put(ds, keyword, row[keyword])
-    _put(ds, "RetrieveAETitle", retrieve_ae)
-    return ds
+        if keyword in row and _tag_vr(keyword)[0] not in elements:
+            _put(elements, keyword, row[keyword])
+    _put(elements, "RetrieveAETitle", retrieve_ae)
+    return ResponseIdentifier(elements, charset)
 
 
-def _put(ds: Dataset, keyword: str, value: Any) -> None:
+def _put(elements: dict[int, tuple[str, Any]], keyword: str, value: Any) -> None:
     tag, vr = _tag_vr(keyword)
     if value is None or value == "":
         value = None
@@ -204,4 +282,4 @@ def _put(ds: Dataset, keyword: str, value: Any) -> None:
         value = [m for m in str(value).split("\\") if m]
     elif keyword in _INTEGER_KEYS:
         value = str(int(value))
-    ds[tag] = DataElement(tag, vr, value)
+    elements[tag] = (vr, value)

@@ -38,8 +38,13 @@ from typing import Any
 
 import pynetdicom
 import pynetdicom.association
+import pynetdicom.dimse
 import pynetdicom.dimse_messages
+import pynetdicom.dimse_primitives
 import pynetdicom.dul
+import pynetdicom.events
+import pynetdicom.pdu_primitives
+import pynetdicom.service_class
 import pynetdicom.transport
 
 FAST = 0.00005
@@ -149,6 +154,41 @@ def encode_command_set(ds: Any) -> bytes | None:
     return b"".join(parts)
 
 
+_FIND_RSP = 0x8020
+_DATA_SET_PRESENT = 0x0001  # what pynetdicom writes; any value but 0x0101 means present
+
+
+def find_pending_command(sop_class_uid: str, message_id: int, status: int) -> bytes:
+    """The command set of a C-FIND pending response (PS3.7 9.3.2.2), group length first."""
+    parts = []
+    for element, payload in (
+        (0x0002, _command_value("UI", sop_class_uid)),
+        (0x0100, struct.pack("<H", _FIND_RSP)),
+        (0x0120, struct.pack("<H", message_id)),
+        (0x0800, struct.pack("<H", _DATA_SET_PRESENT)),
+        (0x0900, struct.pack("<H", status)),
+    ):
+        assert payload is not None
+        parts.append(struct.pack("<HHI", 0, element, len(payload)) + payload)
+    body = b"".join(parts)
+    return struct.pack("<HHII", 0, 0, 4, len(body)) + body
+
+
+def message_pdata(command: bytes, data_set: bytes, context_id: int, max_pdu: int) -> list[Any]:
+    """A DIMSE message as the P-DATA primitives pynetdicom's DUL sends (PS3.8 E.2)."""
+    step = max(1, max_pdu - 6) if max_pdu else max(len(command), len(data_set), 1)
+    primitives = []
+    for payload, more, last in ((command, b"\x01", b"\x03"), (data_set, b"\x00", b"\x02")):
+        for offset in range(0, len(payload), step):
+            control = last if offset + step >= len(payload) else more
+            pdata = pynetdicom.pdu_primitives.P_DATA()
+            pdata.presentation_data_value_list.append(
+                (context_id, control + payload[offset : offset + step])
+            )
+            primitives.append(pdata)
+    return primitives
+
+
 class FileMeta(tuple):  # type: ignore[type-arg]
     """The File Meta values pynetdicom asks for when it spools a received data set."""
 
@@ -184,6 +224,23 @@ def file_meta_bytes(meta: FileMeta) -> bytes:
         )
     )
     return _meta_element(0x0000, b"UL", struct.pack("<I", len(body))) + body
+
+
+class PreEncoded:
+    """A data set that can encode itself faster than pydicom (a C-FIND response).
+
+    pynetdicom's C-FIND SCP encodes each yielded identifier with
+    ``dsutils.encode``; :func:`install` lets these through with their own bytes
+    and turns them into a pydicom data set only when they cannot (None).
+    """
+
+    __slots__ = ()
+
+    def encode_for(self, implicit_vr: bool, little_endian: bool) -> bytes | None:
+        raise NotImplementedError
+
+    def dataset(self) -> Any:
+        raise NotImplementedError
 
 
 _LOCKS_GUARD = threading.Lock()
@@ -229,6 +286,44 @@ def install() -> None:
         return general_encode(ds, is_implicit_vr, is_little_endian, *args)
 
     pynetdicom.dimse_messages.encode = _encode  # type: ignore[assignment]
+    identifier_encode = pynetdicom.service_class.encode
+
+    def _encode_identifier(
+        ds: Any, is_implicit_vr: bool, is_little_endian: bool, deflated: bool = False
+    ) -> bytes | None:
+        if isinstance(ds, PreEncoded):
+            fast = None if deflated else ds.encode_for(is_implicit_vr, is_little_endian)
+            if fast is not None:
+                return fast
+            ds = ds.dataset()
+        return identifier_encode(ds, is_implicit_vr, is_little_endian, deflated)
+
+    pynetdicom.service_class.encode = _encode_identifier  # type: ignore[assignment]
+    send_msg = pynetdicom.dimse.DIMSEServiceProvider.send_msg
+
+    def _send_msg(self: Any, primitive: Any, context_id: int) -> None:
+        # A study list is mostly C-FIND pending responses: their command sets differ
+        # only in the message ID, so build their PDUs without a DIMSE message and
+        # its pydicom command data set (half a response's cost otherwise).
+        if (
+            type(primitive) is pynetdicom.dimse_primitives.C_FIND
+            and primitive.MessageIDBeingRespondedTo is not None
+            and primitive.Status in (0xFF00, 0xFF01)
+            and primitive.Identifier is not None
+            and not self.assoc.get_handlers(pynetdicom.events.EVT_DIMSE_SENT)
+        ):
+            command = find_pending_command(
+                primitive.AffectedSOPClassUID,
+                primitive.MessageIDBeingRespondedTo,
+                primitive.Status,
+            )
+            identifier = primitive.Identifier.getvalue()
+            for pdata in message_pdata(command, identifier, context_id, self.maximum_pdu_size):
+                self.dul.send_pdu(pdata)
+            return
+        send_msg(self, primitive, context_id)
+
+    pynetdicom.dimse.DIMSEServiceProvider.send_msg = _send_msg  # type: ignore[method-assign]
 
     # Spooling a received C-STORE: pynetdicom builds a FileMetaDataset and writes it
     # with pydicom's validating writer for every instance; the values are always
