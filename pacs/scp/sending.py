@@ -37,7 +37,7 @@ from pynetdicom.dsutils import encode
 from pynetdicom.presentation import PresentationContext, build_context
 
 from pacs import metrics
-from pacs.scp.tuning import encode_command_set, send_lock
+from pacs.scp.tuning import command_bytes, send_lock
 from pacs.storage.index import InstanceRef
 
 log = logging.getLogger(__name__)
@@ -213,10 +213,12 @@ def _fast_send(
     req.AffectedSOPInstanceUID = ref.sop_uid
     req.MoveOriginatorApplicationEntityTitle = originator_aet
     req.MoveOriginatorMessageID = originator_id
-    req._dataset_path = (path, ref.dataset_offset)
-    message = C_STORE_RQ()
-    message.primitive_to_message(req)
-    command = encode_command_set(message.command_set) or encode(message.command_set, True, True)
+    command = command_bytes(req, "C-STORE-RQ", True)
+    if command is None:  # an originator AE title pydicom must encode
+        req._dataset_path = (path, ref.dataset_offset)
+        message = C_STORE_RQ()
+        message.primitive_to_message(req)
+        command = encode(message.command_set, True, True)
     assert command is not None
     assoc_socket = assoc.dul.socket
     sock = assoc_socket.socket if assoc_socket is not None else None

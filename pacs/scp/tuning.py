@@ -29,6 +29,7 @@ pyproject.toml and the test in tests/unit/test_scp_tuning.py.
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import struct
 import threading
@@ -46,6 +47,7 @@ import pynetdicom.events
 import pynetdicom.pdu_primitives
 import pynetdicom.service_class
 import pynetdicom.transport
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 FAST = 0.00005
 IDLE_AFTER = 0.05
@@ -154,21 +156,64 @@ def encode_command_set(ds: Any) -> bytes | None:
     return b"".join(parts)
 
 
-_FIND_RSP = 0x8020
-_DATA_SET_PRESENT = 0x0001  # what pynetdicom writes; any value but 0x0101 means present
+# DIMSE messages whose command sets :func:`command_bytes` writes: (request, response).
+_FAST_MESSAGES = {
+    pynetdicom.dimse_primitives.C_ECHO: ("C-ECHO-RQ", "C-ECHO-RSP"),
+    pynetdicom.dimse_primitives.C_STORE: ("C-STORE-RQ", "C-STORE-RSP"),
+    pynetdicom.dimse_primitives.C_FIND: ("C-FIND-RQ", "C-FIND-RSP"),
+    pynetdicom.dimse_primitives.C_MOVE: ("C-MOVE-RQ", "C-MOVE-RSP"),
+    pynetdicom.dimse_primitives.C_GET: ("C-GET-RQ", "C-GET-RSP"),
+}
+_COMMAND_FIELDS = {
+    name: field for field, (name, _cls) in pynetdicom.dimse_messages._MESSAGE_TYPES.items()
+}
 
 
-def find_pending_command(sop_class_uid: str, message_id: int, status: int) -> bytes:
-    """The command set of a C-FIND pending response (PS3.7 9.3.2.2), group length first."""
+@functools.cache
+def _command_layout(message: str) -> tuple[tuple[int, str, str], ...]:
+    """(element, VR, keyword) of a DIMSE message's command set, in tag order."""
+    rows = []
+    for keyword in pynetdicom.dimse_messages._COMMAND_SET_KEYWORDS[message]:
+        tag = tag_for_keyword(keyword)
+        assert tag is not None
+        rows.append((tag & 0xFFFF, dictionary_VR(keyword), keyword))
+    return tuple(sorted(rows))
+
+
+def _strict_value(vr: str, value: Any) -> bytes | None:
+    if vr in ("US", "UL"):
+        if not isinstance(value, int) or not 0 <= value < (1 << (16 if vr == "US" else 32)):
+            return None
+    elif not isinstance(value, str) or not value.isascii():
+        return None  # lists (AT), non-ASCII comments: pydicom's encoding rules
+    return _command_value(vr, value)
+
+
+def command_bytes(primitive: Any, message: str, data_set: bool) -> bytes | None:
+    """The command set pynetdicom's ``primitive_to_message`` + ``encode`` would write
+    for ``primitive`` as ``message`` (e.g. ``"C-STORE-RSP"``), or None when it
+    holds something only pydicom encodes the same way.
+
+    Parameters a primitive leaves unset are left out; command elements it has no
+    parameter for are written empty — both as pynetdicom does.
+    """
     parts = []
-    for element, payload in (
-        (0x0002, _command_value("UI", sop_class_uid)),
-        (0x0100, struct.pack("<H", _FIND_RSP)),
-        (0x0120, struct.pack("<H", message_id)),
-        (0x0800, struct.pack("<H", _DATA_SET_PRESENT)),
-        (0x0900, struct.pack("<H", status)),
-    ):
-        assert payload is not None
+    for element, vr, keyword in _command_layout(message):
+        if keyword == "CommandGroupLength":
+            continue
+        if keyword == "CommandField":
+            payload = _strict_value(vr, _COMMAND_FIELDS[message])
+        elif keyword == "CommandDataSetType":
+            payload = _strict_value(vr, 0x0001 if data_set else 0x0101)
+        elif not hasattr(primitive, keyword):
+            payload = b""
+        else:
+            value = getattr(primitive, keyword)
+            if value is None:
+                continue
+            payload = _strict_value(vr, value)
+        if payload is None:
+            return None
         parts.append(struct.pack("<HHI", 0, element, len(payload)) + payload)
     body = b"".join(parts)
     return struct.pack("<HHII", 0, 0, 4, len(body)) + body
@@ -302,25 +347,26 @@ def install() -> None:
     send_msg = pynetdicom.dimse.DIMSEServiceProvider.send_msg
 
     def _send_msg(self: Any, primitive: Any, context_id: int) -> None:
-        # A study list is mostly C-FIND pending responses: their command sets differ
-        # only in the message ID, so build their PDUs without a DIMSE message and
-        # its pydicom command data set (half a response's cost otherwise).
+        # Every C-STORE response, C-FIND match and C-MOVE progress report went
+        # through a DIMSE message object and a pydicom command data set, which
+        # cost more than everything else the message needed: their bytes are
+        # written directly and handed to the DUL as pynetdicom would.
+        names = _FAST_MESSAGES.get(type(primitive))
         if (
-            type(primitive) is pynetdicom.dimse_primitives.C_FIND
-            and primitive.MessageIDBeingRespondedTo is not None
-            and primitive.Status in (0xFF00, 0xFF01)
-            and primitive.Identifier is not None
+            names is not None
+            and getattr(primitive, "_dataset_path", None) is None
             and not self.assoc.get_handlers(pynetdicom.events.EVT_DIMSE_SENT)
         ):
-            command = find_pending_command(
-                primitive.AffectedSOPClassUID,
-                primitive.MessageIDBeingRespondedTo,
-                primitive.Status,
-            )
-            identifier = primitive.Identifier.getvalue()
-            for pdata in message_pdata(command, identifier, context_id, self.maximum_pdu_size):
-                self.dul.send_pdu(pdata)
-            return
+            response = primitive.MessageIDBeingRespondedTo is not None
+            message = names[1] if response else names[0]
+            keyword = pynetdicom.dimse_messages._DATASET_KEYWORDS.get(message.replace("-", "_"))
+            data_set = getattr(primitive, keyword) if keyword else None
+            command = command_bytes(primitive, message, data_set is not None)
+            if command is not None:
+                encoded = data_set.getvalue() if data_set is not None else b""
+                for pdata in message_pdata(command, encoded, context_id, self.maximum_pdu_size):
+                    self.dul.send_pdu(pdata)
+                return
         send_msg(self, primitive, context_id)
 
     pynetdicom.dimse.DIMSEServiceProvider.send_msg = _send_msg  # type: ignore[method-assign]

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import pytest
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pynetdicom.dimse_messages import C_FIND_RSP
-from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dsutils import encode
 
 from pacs.scp import tuning
@@ -96,24 +93,3 @@ def test_what_the_fast_path_cannot_encode_goes_through_pydicom() -> None:
     encoded = pynetdicom.service_class.encode(response, True, True, False)
     assert encoded == encode(response.dataset(), True, True)
     assert b"\x1b$B" in encoded  # the escape into JIS X 0208, written by pydicom
-
-
-@pytest.mark.parametrize("max_pdu", [0, 16384, 40], ids=["unlimited", "16k", "fragmented"])
-@pytest.mark.parametrize("status", [0xFF00, 0xFF01])
-def test_pending_responses_are_the_pdus_pynetdicom_would_send(max_pdu: int, status: int) -> None:
-    identifier = _response(STUDY_ROW, "ISO_IR 192").encode_for(False, True)
-    assert identifier is not None
-    rsp = C_FIND()
-    rsp.MessageIDBeingRespondedTo = 7
-    rsp.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.1"
-    rsp.Status = status
-    rsp.Identifier = io.BytesIO(identifier)
-    message = C_FIND_RSP()
-    message.primitive_to_message(rsp)
-    theirs = [p.presentation_data_value_list for p in message.encode_msg(3, max_pdu)]
-    command = tuning.find_pending_command(rsp.AffectedSOPClassUID, 7, status)
-    ours = [
-        p.presentation_data_value_list
-        for p in tuning.message_pdata(command, identifier, 3, max_pdu)
-    ]
-    assert ours == theirs

@@ -14,8 +14,15 @@ import pynetdicom.dul
 import pynetdicom.transport
 import pytest
 from pydicom.dataset import Dataset
-from pynetdicom.dimse_messages import C_FIND_RSP, C_MOVE_RSP, C_STORE_RQ, C_STORE_RSP
-from pynetdicom.dimse_primitives import C_FIND, C_MOVE, C_STORE
+from pynetdicom.dimse_messages import (
+    C_ECHO_RSP,
+    C_FIND_RSP,
+    C_GET_RSP,
+    C_MOVE_RSP,
+    C_STORE_RQ,
+    C_STORE_RSP,
+)
+from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_GET, C_MOVE, C_STORE
 from pynetdicom.dsutils import encode
 
 from pacs.scp import sending, tuning
@@ -179,3 +186,109 @@ def test_file_meta_bytes_match_pydicoms_writer(
         )
     )
     assert tuning.file_meta_bytes(meta) == expected.getvalue()
+
+
+_MESSAGES = {
+    "C-STORE-RQ": C_STORE_RQ,
+    "C-STORE-RSP": C_STORE_RSP,
+    "C-FIND-RSP": C_FIND_RSP,
+    "C-MOVE-RSP": C_MOVE_RSP,
+    "C-GET-RSP": C_GET_RSP,
+    "C-ECHO-RSP": C_ECHO_RSP,
+}
+
+
+def _primitives() -> dict[str, tuple[object, str]]:
+    """Primitives as the SCP and SCU send them, with the message each becomes."""
+    sop_class = "1.2.840.10008.5.1.4.1.1.2"
+    store_rq = C_STORE()
+    store_rq.MessageID = 9
+    store_rq.Priority = 2
+    store_rq.AffectedSOPClassUID = sop_class
+    store_rq.AffectedSOPInstanceUID = "1.2.3.4.5"
+    store_rq.DataSet = io.BytesIO(b"\x08\x00\x18\x00\x04\x00\x00\x001.2\x00")
+    moved_rq = C_STORE()
+    moved_rq.MessageID = 10
+    moved_rq.Priority = 2
+    moved_rq.AffectedSOPClassUID = sop_class
+    moved_rq.AffectedSOPInstanceUID = "1.2.3.4.6"
+    moved_rq.MoveOriginatorApplicationEntityTitle = "MOVER"
+    moved_rq.MoveOriginatorMessageID = 3
+    moved_rq.DataSet = io.BytesIO(b"")
+    stored = C_STORE()
+    stored.MessageIDBeingRespondedTo = 9
+    stored.AffectedSOPClassUID = sop_class
+    stored.AffectedSOPInstanceUID = "1.2.3.4.5"
+    stored.Status = 0x0000
+    refused = C_STORE()
+    refused.MessageIDBeingRespondedTo = 9
+    refused.AffectedSOPClassUID = sop_class
+    refused.AffectedSOPInstanceUID = "1.2.3.4.5"
+    refused.Status = 0xA700
+    refused.ErrorComment = "storage full"
+    found = C_FIND()
+    found.MessageIDBeingRespondedTo = 1
+    found.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.1"
+    found.Status = 0xFF00
+    found.Identifier = io.BytesIO(b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY ")
+    done = C_FIND()
+    done.MessageIDBeingRespondedTo = 1
+    done.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.1"
+    done.Status = 0x0000
+    moving = C_MOVE()
+    moving.MessageIDBeingRespondedTo = 2
+    moving.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.2"
+    moving.Status = 0xFF00
+    moving.NumberOfRemainingSuboperations = 249
+    moving.NumberOfCompletedSuboperations = 1
+    moving.NumberOfFailedSuboperations = 0
+    moving.NumberOfWarningSuboperations = 0
+    getting = C_GET()
+    getting.MessageIDBeingRespondedTo = 2
+    getting.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.3"
+    getting.Status = 0xB000
+    getting.NumberOfCompletedSuboperations = 5
+    getting.NumberOfFailedSuboperations = 1
+    getting.NumberOfWarningSuboperations = 0
+    getting.Identifier = io.BytesIO(b"\x08\x00\x58\x11\x00\x00\x00\x00")
+    echoed = C_ECHO()
+    echoed.MessageIDBeingRespondedTo = 4
+    echoed.AffectedSOPClassUID = "1.2.840.10008.1.1"
+    echoed.Status = 0x0000
+    return {
+        "store-rq": (store_rq, "C-STORE-RQ"),
+        "store-rq-moved": (moved_rq, "C-STORE-RQ"),
+        "store-rsp": (stored, "C-STORE-RSP"),
+        "store-rsp-comment": (refused, "C-STORE-RSP"),
+        "find-pending": (found, "C-FIND-RSP"),
+        "find-success": (done, "C-FIND-RSP"),
+        "move-pending": (moving, "C-MOVE-RSP"),
+        "get-warning": (getting, "C-GET-RSP"),
+        "echo-rsp": (echoed, "C-ECHO-RSP"),
+    }
+
+
+@pytest.mark.parametrize("max_pdu", [0, 16384, 40], ids=["unlimited", "16k", "fragmented"])
+@pytest.mark.parametrize("name", list(_primitives()))
+def test_messages_sent_directly_are_the_pdus_pynetdicom_would_send(name: str, max_pdu: int) -> None:
+    primitive, message_name = _primitives()[name]
+    message = _MESSAGES[message_name]()
+    message.primitive_to_message(primitive)
+    theirs = [p.presentation_data_value_list for p in message.encode_msg(3, max_pdu)]
+    data_set = getattr(primitive, "DataSet", None) or getattr(primitive, "Identifier", None)
+    command = tuning.command_bytes(primitive, message_name, data_set is not None)
+    assert command is not None
+    encoded = data_set.getvalue() if data_set is not None else b""
+    ours = [
+        p.presentation_data_value_list for p in tuning.message_pdata(command, encoded, 3, max_pdu)
+    ]
+    assert ours == theirs
+
+
+def test_what_the_direct_encoder_cannot_write_is_left_to_pynetdicom() -> None:
+    refused = C_STORE()
+    refused.MessageIDBeingRespondedTo = 9
+    refused.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    refused.Status = 0xC000
+    refused.ErrorComment = "tệp hỏng"  # not ASCII: pydicom's charset rules apply
+    assert tuning.command_bytes(refused, "C-STORE-RSP", False) is None
