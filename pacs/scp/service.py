@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 
 #: How long a new connection may stay silent before we drop it (PS3.8 ARTIM).
 REQUEST_WAIT_S = 10.0
+# Before accepting, a worker waits this long per association it already serves
+# (at most BUSY_ACCEPT_MAX_S), so that an idler worker takes the connection.
+BUSY_ACCEPT_DELAY_S = 0.005
+BUSY_ACCEPT_MAX_S = 0.015
 
 QUERY_RETRIEVE = (
     PatientRootQueryRetrieveInformationModelFind,
@@ -74,6 +78,8 @@ class SharedSocketServer(ThreadedAssociationServer):
 
     def __init__(self, listener: socket.socket, ae: AE, **kwargs: Any) -> None:
         self._listener = listener
+        self._count_lock = threading.Lock()
+        self._connections = 0
         super().__init__(ae, listener.getsockname()[:2], **kwargs)
 
     def server_bind(self) -> None:
@@ -95,18 +101,31 @@ class SharedSocketServer(ThreadedAssociationServer):
         enough to lock modalities out. Waiting here holds no slot.
         """
         try:
-            readable, _, _ = select.select([request], [], [], REQUEST_WAIT_S)
-            first = request.recv(1, socket.MSG_PEEK) if readable else b""
-        except OSError:
-            first = b""
-        if not first:
-            log.debug("connection from %s closed before an association request", client_address)
-            self.shutdown_request(request)
-            return
-        super().process_request_thread(request, client_address)
+            try:
+                readable, _, _ = select.select([request], [], [], REQUEST_WAIT_S)
+                first = request.recv(1, socket.MSG_PEEK) if readable else b""
+            except OSError:
+                first = b""
+            if not first:
+                log.debug("connection from %s closed before an association request", client_address)
+                self.shutdown_request(request)
+                return
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._count_lock:
+                self._connections -= 1
 
     def get_request(self) -> tuple[socket.socket, Any]:
+        # Every worker wakes when a connection arrives and the first to accept
+        # wins: four modalities sending at once were often split 3/1 between two
+        # workers, leaving one core idle while the other worker's GIL carried three.
+        # Connections count from their accept: their associations start later.
+        busy = self._connections + len(self.ae.active_associations)
+        if busy:
+            time.sleep(min(BUSY_ACCEPT_DELAY_S * busy, BUSY_ACCEPT_MAX_S))
         client, address = self._listener.accept()
+        with self._count_lock:
+            self._connections += 1
         client.setblocking(True)
         tuning.set_nodelay(client)
         return client, address
