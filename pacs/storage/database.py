@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
@@ -132,12 +132,7 @@ def _known_revisions() -> set[str]:
 
 
 def _applied_revisions(current: set[str]) -> set[str]:
-    """Every revision the database has, following `depends_on` links too.
-
-    Alembic's version table drops a branch head once a revision on another branch
-    depends on it (0005_sharing needs 0002_accounts), so comparing it with the script
-    heads would call a current schema out of date.
-    """
+    """Every revision up to the one the database is at."""
     from alembic.script import ScriptDirectory
 
     if not current:
@@ -145,6 +140,57 @@ def _applied_revisions(current: set[str]) -> set[str]:
     script = ScriptDirectory.from_config(_alembic_config(None))  # type: ignore[arg-type]
     revisions = script.revision_map.iterate_revisions(tuple(sorted(current)), "base")
     return {rev.revision for rev in revisions}
+
+
+# Releases before the consultation work shipped branched migrations: every revision
+# after 0001_archive started from it, and 0005_sharing also needed 0002_accounts. The
+# version table of a database they migrated holds several rows, which the linear chain
+# of today cannot follow; _adopt_branched_history puts such a database on the chain.
+_BRANCHED_DEPENDENCIES = {"0005_sharing": ("0002_accounts",)}
+
+
+def _is_branched(current: set[str]) -> bool:
+    return len(current) > 1
+
+
+def _adopt_branched_history(engine: Engine) -> None:
+    """Run the migrations a branched database skipped, then record the furthest revision.
+
+    A release could apply 0004_audit before 0003_dicomweb existed; on the chain 0003
+    comes first, so it runs now, out of order (each of those revisions only adds tables).
+    """
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(_alembic_config(None))  # type: ignore[arg-type]
+    chain = [rev.revision for rev in reversed(list(script.walk_revisions()))]
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"render_as_batch": conn.dialect.name == "sqlite"}
+        )
+        recorded = set(context.get_current_heads())
+        if not _is_branched(recorded) or recorded - set(chain):
+            return
+        applied = recorded | {chain[0]}
+        for revision in recorded:
+            applied |= set(_BRANCHED_DEPENDENCIES.get(revision, ()))
+        furthest = max(chain.index(revision) for revision in applied)
+        with Operations.context(context):
+            for revision in chain[:furthest]:
+                if revision not in applied:
+                    log.warning("applying migration %s, which this database skipped", revision)
+                    script.get_revision(revision).module.upgrade()  # type: ignore[union-attr]
+        conn.execute(text("DELETE FROM alembic_version"))
+        conn.execute(
+            text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": chain[furthest]}
+        )
+        conn.commit()
+    log.warning(
+        "index schema moved from branched revisions %s onto the linear chain at %s",
+        sorted(recorded),
+        chain[furthest],
+    )
 
 
 def current_revisions(engine: Engine) -> set[str]:
@@ -157,14 +203,17 @@ def current_revisions(engine: Engine) -> set[str]:
 def schema_is_current(engine: Engine) -> bool:
     """Whether every migration this version ships has been applied (and nothing newer)."""
     current = current_revisions(engine)
+    if _is_branched(current):
+        return False
     return not current - _known_revisions() and schema_heads() <= _applied_revisions(current)
 
 
 def upgrade(engine: Engine) -> None:
-    """Apply every pending migration (all branches)."""
+    """Apply every pending migration."""
     from alembic import command
 
     try:
+        _adopt_branched_history(engine)
         command.upgrade(_alembic_config(engine), "heads")
     except SQLAlchemyError as exc:
         raise StorageUnavailable(f"database migration failed: {exc}") from exc
@@ -178,7 +227,7 @@ def ensure_schema(engine: Engine, *, auto_migrate: bool) -> None:
         raise StorageUnavailable(f"cannot reach the index database: {exc}") from exc
     heads = schema_heads()
     unknown = current - _known_revisions()
-    if not unknown and heads <= _applied_revisions(current):
+    if not unknown and not _is_branched(current) and heads <= _applied_revisions(current):
         return
     if unknown:
         raise StorageUnavailable(
