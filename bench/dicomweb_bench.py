@@ -492,18 +492,28 @@ def measure_metadata(
     return {"series metadata": series_timing, "study metadata": study_timing}
 
 
-def measure_frames(
-    target: Target, study_uid: str, series_uid: str, sops: list[str], clients: int
-) -> float:
-    """Frames per second fetching frame 1 of every instance with ``clients`` connections."""
+def measure_fetch(
+    target: Target,
+    study_uid: str,
+    series_uid: str,
+    sops: list[str],
+    clients: int,
+    resource: str = "frames/1",
+    accept: str = FRAME_ACCEPT,
+) -> tuple[float, Timing]:
+    """Images per second fetching ``resource`` of every instance with ``clients``
+    connections, and the time of each request."""
     local = threading.local()
+    timing = Timing()
 
     def fetch(sop: str) -> int:
         client = getattr(local, "client", None)
         if client is None:
             client = local.client = target.client()
-        path = f"studies/{study_uid}/series/{series_uid}/instances/{sop}/frames/1"
-        status, body = client.get(path, {"Accept": FRAME_ACCEPT})
+        path = f"studies/{study_uid}/series/{series_uid}/instances/{sop}/{resource}"
+        started = time.perf_counter()
+        status, body = client.get(path, {"Accept": accept})
+        timing.samples.append((time.perf_counter() - started) * 1000)
         if status != 200:
             raise SystemExit(f"GET {path} → {status}: {body[:200]!r}")
         return len(body)
@@ -513,7 +523,31 @@ def measure_frames(
         total = sum(pool.map(fetch, sops))
     elapsed = time.perf_counter() - started
     assert total > 0
-    return len(sops) / elapsed
+    return len(sops) / elapsed, timing
+
+
+def measure_frames(
+    target: Target, study_uid: str, series_uid: str, sops: list[str], clients: int
+) -> float:
+    """Frames per second fetching frame 1 of every instance with ``clients`` connections."""
+    return measure_fetch(target, study_uid, series_uid, sops, clients)[0]
+
+
+def measure_rendered(
+    target: Target, study_uid: str, series_uid: str, sops: list[str]
+) -> dict[str, Timing | float]:
+    """Rendered JPEGs (WADO-RS /rendered, default window) of ``sops``: a first pass (no
+    render cached anywhere), then again with 1 and with 4 connections."""
+    rendered = {"resource": "rendered", "accept": "image/jpeg"}
+    _rate, first = measure_fetch(target, study_uid, series_uid, sops, 1, **rendered)
+    serial, again = measure_fetch(target, study_uid, series_uid, sops, 1, **rendered)
+    parallel, _timing = measure_fetch(target, study_uid, series_uid, sops, 4, **rendered)
+    return {
+        "rendered first": first,
+        "rendered again": again,
+        "rendered/s 1": serial,
+        "rendered/s 4": parallel,
+    }
 
 
 # ---------------------------------------------------------------- report
@@ -622,6 +656,34 @@ def main() -> None:
             "",
         )
     )
+    rows.append(
+        (
+            "rendered JPEG, first time (100 slices)",
+            "",
+            ours.get("rendered first"),
+            theirs.get("rendered first"),
+            "",
+        )
+    )
+    rows.append(
+        (
+            "rendered JPEG, again (100 slices)",
+            "",
+            ours.get("rendered again"),
+            theirs.get("rendered again"),
+            "",
+        )
+    )
+    for clients in (1, 4):
+        rows.append(
+            (
+                f"rendered JPEG/s, {clients} connection(s)",
+                "images/s",
+                ours.get(f"rendered/s {clients}"),
+                theirs.get(f"rendered/s {clients}"),
+                "",
+            )
+        )
     print()
     print(
         f"DICOMweb on {socket.gethostname()} ({os.cpu_count()} CPUs): {args.studies} + 1 "
@@ -643,6 +705,11 @@ def collect(target: Target, study_uid: str, args: argparse.Namespace) -> dict[st
         measure_frames(target, study_uid, series_uid, sops, args.clients) for _ in range(2)
     )
     out["frames_serial"] = measure_frames(target, study_uid, series_uid, sops[:300], 1)
+    step(f"{target.name}: rendered JPEG")
+    try:
+        out.update(measure_rendered(target, study_uid, series_uid, sops[-100:]))
+    except SystemExit as exc:  # a server without /rendered: its cells stay empty
+        print(f"{target.name}: no rendered images ({exc})", flush=True)
     return out
 
 
