@@ -22,8 +22,14 @@ to a growing bytearray; :func:`_recv_pdu` reads straight into one buffer with
 PDU (settings.max_pdu_size) this took the bare SCP from ~290 to ~380
 instances/s here.
 
-Both are tied to pynetdicom's internals, hence the pinned version in
-pyproject.toml and the test in tests/unit/test_scp_tuning.py.
+Third, the messages pacs sends most (C-STORE responses and requests, C-FIND
+matches, C-MOVE/C-GET progress) are encoded from their primitive by
+:func:`command_bytes` instead of through a DIMSE message object and a pydicom
+command data set, and C-FIND identifiers that can encode themselves
+(:class:`PreEncoded`) skip pydicom's writer: per C-FIND match 0.55 → 0.2 ms.
+
+All of this is tied to pynetdicom's internals, hence the pinned version in
+pyproject.toml and the byte-for-byte tests in tests/unit/test_scp_tuning.py.
 """
 
 from __future__ import annotations
@@ -286,6 +292,10 @@ class PreEncoded:
 
     def dataset(self) -> Any:
         raise NotImplementedError
+
+    def __iter__(self) -> Any:
+        # pynetdicom iterates identifiers only to log them (LOG_RESPONSE_IDENTIFIERS).
+        return iter(self.dataset())
 
 
 _LOCKS_GUARD = threading.Lock()
