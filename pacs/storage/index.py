@@ -137,6 +137,13 @@ _SEL_REF_BY_PK = (
     .join(Study, Series.study_pk == Study.id)
     .where(Instance.id == bindparam("b_pk"))
 )
+# One instance by UID: every rendered image, frame and file request starts here.
+_SEL_REF_BY_UID = (
+    select(*_REF_COLUMNS)
+    .join(Series, Instance.series_pk == Series.id)
+    .join(Study, Series.study_pk == Study.id)
+    .where(Instance.sop_uid == bindparam("b_sop"))
+)
 _INS_INTENT = insert(StoreIntent).returning(StoreIntent.id)
 _DEL_INTENT = delete(StoreIntent).where(StoreIntent.id == bindparam("b_id"))
 _SEL_STUDY = select(Study.id).where(Study.study_uid == bindparam("b_uid"))
@@ -203,15 +210,9 @@ class SqlIndex:
     # ------------------------------------------------------------ ingest
 
     def get_instance(self, sop_uid: str) -> InstanceRef | None:
-        stmt = (
-            select(*_REF_COLUMNS)
-            .join(Series, Instance.series_pk == Series.id)
-            .join(Study, Series.study_pk == Study.id)
-            .where(Instance.sop_uid == sop_uid)
-        )
         try:
             with self.engine.connect() as conn:
-                row = conn.execute(stmt).first()
+                row = conn.execute(_SEL_REF_BY_UID, {"b_sop": sop_uid}).first()
         except SQLAlchemyError as exc:
             raise self._guard("lookup", exc) from exc
         return _ref(row) if row else None
