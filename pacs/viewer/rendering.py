@@ -56,6 +56,10 @@ from pacs.viewer.pixels import (
     load_source,
 )
 
+# Pillow imports its encoders on the first save: ~80 ms that the first image a
+# worker serves would otherwise pay, every time a worker starts.
+Image.preinit()
+
 if TYPE_CHECKING:
     from pacs.archive import Archive
     from pacs.storage.index import InstanceRef
