@@ -108,9 +108,11 @@ class Settings:
 
     # Consultation (docs/consultation.md): this hospital's name on the answers it
     # writes (empty: the AE title), and how long a routing rule waits for a study to
-    # stop arriving before it sends what came (one push per study and window).
+    # stop arriving before it sends what came (one push per study and window), and
+    # how soon a push held by a node that died (power cut) is taken up again.
     institution_name: str = ""
     consult_route_settle_s: float = 5.0
+    consult_push_lease_s: float = 60.0
 
     # DICOMweb: the largest STOW-RS request and instance, QIDO-RS results per page
     # when the client asks for more (or says nothing), and how long a series must be

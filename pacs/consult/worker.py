@@ -9,15 +9,13 @@ from pacs.consult import NOTIFY_JOB, PUSH_JOB, ROUTE_JOB, Consult
 if TYPE_CHECKING:
     from pacs.jobs import WorkerServices
 
-#: a push heartbeats its job every third of this; a node that died holding one gives
-#: it back this long after its last heartbeat
-PUSH_LEASE_S = 60.0
-
 
 def install(services: WorkerServices) -> None:
     """The push, routing and notification jobs, and routing rules at ingest."""
     consult = Consult.build(services.settings, services.archive, services.queue)
-    services.handle(PUSH_JOB, consult.pushes.run, lease_s=PUSH_LEASE_S)
+    # A push heartbeats its job every third of its lease; a node that died holding
+    # one gives it back a lease after its last heartbeat.
+    services.handle(PUSH_JOB, consult.pushes.run, lease_s=services.settings.consult_push_lease_s)
     services.handle(ROUTE_JOB, consult.router.run)
     services.handle(NOTIFY_JOB, consult.requests.notify)
     services.archive.add_listener(consult.router.on_stored)

@@ -1,4 +1,4 @@
-"""A broken link: the receiving hospital dies (SIGKILL) in the middle of a push.
+"""A broken link: the receiving hospital, or the sending one, dies (SIGKILL) mid-push.
 
 The sender records each instance the moment the partner confirms it. When the
 receiver comes back, the queued job resumes and sends only what was not
@@ -108,4 +108,49 @@ def test_receiver_killed_mid_transfer_and_the_push_resumes(
         str(m.MediaStorageSOPInstanceUID): read_dataset_bytes(f)
         for m, f in zip(metas, files, strict=True)
     }
+    assert receiver.verify().returncode == 0
+
+
+def test_sender_killed_mid_transfer_resumes_after_its_restart(pacs_server):
+    """A power cut at the sending hospital: its restarted node takes the push up again once
+    the dead node's lease runs out, and sends only what the partner had not confirmed."""
+    receiver = start(pacs_server, "PACS_B")
+    # A lease long enough that the restart (about 2 s) is over before the push resumes.
+    sender = start(pacs_server, "PACS_A", env={"PACS_CONSULT_PUSH_LEASE_S": "8"})
+    cli(receiver, "partner", "add", "DISTRICT", "--ae-title", "PACS_A", "--host",
+        sender.host, "--port", str(sender.dicom_port), "--scope", "all")  # fmt: skip
+    cli(sender, "partner", "add", "CENTRAL", "--ae-title", "PACS_B", "--host",
+        receiver.host, "--port", str(receiver.dicom_port), "--bandwidth", CAP)  # fmt: skip
+    receiver.wait_until_accepted("PACS_A")
+    files = sorted(MR.glob("*.dcm"))
+    stored = storescu(sender.host, sender.dicom_port, files, called_aet="PACS_A")
+    assert stored.returncode == 0, stored.output
+    study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+
+    cli(sender, "push", study_uid, "CENTRAL")
+    pushes = consult_of(sender).pushes.store
+    push_id = pushes.recent(limit=1)[0].id
+    wait_for(lambda: pushes.get(push_id).sent >= 6, "six confirmed instances", timeout=60)
+    sender.kill9()
+    confirmed = pushes.get(push_id).sent
+    assert 6 <= confirmed < 24
+    sender.restart()
+    # The receiver has audited the association the power cut broke; nothing moved since.
+    resumed_after = datetime.now(UTC)
+    assert pushes.get(push_id).sent == confirmed
+
+    done = wait_for(
+        lambda: (p := pushes.get(push_id)).state == "done" and p,
+        "the push to finish after the sender's restart",
+        timeout=120,
+    )
+    assert (done.sent, done.total, done.refused, done.verified_count) == (24, 24, 0, 24)
+    assert done.attempts >= 2
+    # After the restart only the unconfirmed instances went out (one of them may have
+    # reached the receiver just before the power cut: it is stored once, as a duplicate).
+    assert _stores_audited(receiver, "PACS_A", resumed_after) == 24 - confirmed
+    refs = consult_of(receiver).archive.instances(study_uid=study_uid)
+    assert sorted(r.sop_uid for r in refs) == sorted(
+        str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files
+    )
     assert receiver.verify().returncode == 0
