@@ -115,8 +115,8 @@ def test_sender_killed_mid_transfer_resumes_after_its_restart(pacs_server):
     """A power cut at the sending hospital: its restarted node takes the push up again once
     the dead node's lease runs out, and sends only what the partner had not confirmed."""
     receiver = start(pacs_server, "PACS_B")
-    # A lease long enough that the restart (about 2 s) is over before the push resumes.
-    sender = start(pacs_server, "PACS_A", env={"PACS_CONSULT_PUSH_LEASE_S": "8"})
+    # A lease long enough that the restart (2–3 s here) is over before the push resumes.
+    sender = start(pacs_server, "PACS_A", env={"PACS_CONSULT_PUSH_LEASE_S": "15"})
     cli(receiver, "partner", "add", "DISTRICT", "--ae-title", "PACS_A", "--host",
         sender.host, "--port", str(sender.dicom_port), "--scope", "all")  # fmt: skip
     cli(sender, "partner", "add", "CENTRAL", "--ae-title", "PACS_B", "--host",
