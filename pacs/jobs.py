@@ -180,14 +180,19 @@ class JobRunner:
             )
 
     def _heartbeat(self, job: Job, lease_s: float, done: threading.Event) -> None:
+        # The claim leased the job for the longest lease of any kind (the claimer did
+        # not know which kind it would get): the first beat, at once, sets its own.
+        # Otherwise a node dying in its first seconds held a push for the default 120 s.
         interval = max(0.05, lease_s / 3)
-        while not done.wait(interval):
+        while True:
             try:
                 if not self.queue.heartbeat(job, lease_s):
                     log.warning("job %d (%s): lease lost while running", job.id, job.kind)
                     return
             except PacsError as exc:
                 log.warning("job %d heartbeat failed: %s", job.id, exc.reason)
+            if done.wait(interval):
+                return
 
     def _reclaim(self) -> None:
         with self._reclaim_lock:

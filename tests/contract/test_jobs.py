@@ -338,6 +338,30 @@ def test_the_runner_thread_wakes_on_enqueue_and_heartbeats_long_jobs(queue: JobQ
         runner.stop(5)
 
 
+def test_a_running_job_holds_its_own_kinds_lease_from_the_start(queue: JobQueue) -> None:
+    """A claim leases for the longest lease of any kind; the job's own (shorter) lease
+    must apply at once, or a node that dies early holds it for the longest."""
+    leases: list[timedelta] = []
+
+    def push(job: Job) -> dict[str, Any]:
+        # Well before the first periodic beat (a third of 30 s), the lease is the kind's.
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            lease = queue.get(job.id).lease_until - utcnow()  # type: ignore[union-attr,operator]
+            if lease <= timedelta(seconds=30):
+                break
+            time.sleep(0.02)
+        leases.append(lease)
+        return {}
+
+    runner = JobRunner(queue, "n:1", poll_s=30, lease_s=120)
+    runner.register("push", push, lease_s=30)
+    runner.register("route", lambda job: {})  # the runner's 120 s
+    queue.enqueue("push", {})
+    assert runner.run_pending() == 1
+    assert timedelta(seconds=25) < leases[0] <= timedelta(seconds=30)
+
+
 class _Periodic:
     def __init__(self) -> None:
         self.tasks: list[tuple[float, str, Callable[[], object]]] = []
