@@ -15,7 +15,7 @@ import functools
 import logging
 import os
 import struct
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from pynetdicom.dsutils import encode
 from pynetdicom.presentation import PresentationContext, build_context
 
 from pacs import metrics
-from pacs.scp.tuning import command_bytes, send_lock
+from pacs.scp.tuning import command_bytes, pdv_chunks, send_lock
 from pacs.storage.index import InstanceRef
 
 log = logging.getLogger(__name__)
@@ -121,20 +121,6 @@ def _context_id(assoc: Association, sop_class: str, syntax: str) -> int:
         if cx.abstract_syntax == sop_class and cx.transfer_syntax[0] == syntax and cx.as_scu:
             return int(cx.context_id)  # type: ignore[arg-type]
     raise ValueError(f"no accepted context for {sop_class} in {syntax}")
-
-
-def _pdv_chunks(length: int, max_pdu: int) -> Iterator[tuple[int, int, bool]]:
-    """(offset, size, last) of the data set fragments for a peer's maximum PDU."""
-    # PS3.8 9.3.5: a P-DATA-TF holds PDV items of 4 (length) + 1 (context) +
-    # 1 (control header) bytes plus the fragment; one item per PDU here.
-    step = length if max_pdu == 0 else max(1, max_pdu - 6)
-    offset = 0
-    while True:
-        size = min(step, length - offset)
-        yield offset, size, offset + size >= length
-        offset += size
-        if offset >= length:
-            return
 
 
 # Bytes of the data set read and sent per gathered write.
@@ -231,7 +217,7 @@ def _fast_send(
         with path.open("rb") as fh, send_lock(assoc_socket):
             length = os.fstat(fh.fileno()).st_size - ref.dataset_offset
             buffers: list[bytes | memoryview] = []
-            for offset, size, last in _pdv_chunks(len(command), max_pdu):
+            for offset, size, last in pdv_chunks(len(command), max_pdu):
                 buffers.append(_pdu_header(context_id, 0x03 if last else 0x01, size))
                 buffers.append(command[offset : offset + size])
             _send_buffers(sock, buffers)
@@ -245,7 +231,7 @@ def _fast_send(
                 if not data:
                     raise ConnectionError(f"{path} is shorter than its index entry says")
                 buffers = []
-                for offset, size, _last in _pdv_chunks(len(data), max_pdu):
+                for offset, size, _last in pdv_chunks(len(data), max_pdu):
                     last = done + offset + size >= length
                     buffers.append(_pdu_header(context_id, 0x02 if last else 0x00, size))
                     buffers.append(data[offset : offset + size])

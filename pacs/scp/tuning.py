@@ -34,6 +34,7 @@ pyproject.toml and the byte-for-byte tests in tests/unit/test_scp_tuning.py.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import functools
 import socket
@@ -41,6 +42,7 @@ import struct
 import threading
 import time as _time
 import types
+from collections.abc import Iterator
 from typing import Any
 
 import pynetdicom
@@ -225,16 +227,30 @@ def command_bytes(primitive: Any, message: str, data_set: bool) -> bytes | None:
     return struct.pack("<HHII", 0, 0, 4, len(body)) + body
 
 
+def pdv_chunks(length: int, max_pdu: int) -> Iterator[tuple[int, int, bool]]:
+    """(offset, size, last) of the data set fragments for a peer's maximum PDU."""
+    # PS3.8 9.3.5: a P-DATA-TF holds PDV items of 4 (length) + 1 (context) +
+    # 1 (control header) bytes plus the fragment; one item per PDU here.
+    step = length if max_pdu == 0 else max(1, max_pdu - 6)
+    offset = 0
+    while True:
+        size = min(step, length - offset)
+        yield offset, size, offset + size >= length
+        offset += size
+        if offset >= length:
+            return
+
+
 def message_pdata(command: bytes, data_set: bytes, context_id: int, max_pdu: int) -> list[Any]:
     """A DIMSE message as the P-DATA primitives pynetdicom's DUL sends (PS3.8 E.2)."""
-    step = max(1, max_pdu - 6) if max_pdu else max(len(command), len(data_set), 1)
     primitives = []
     for payload, more, last in ((command, b"\x01", b"\x03"), (data_set, b"\x00", b"\x02")):
-        for offset in range(0, len(payload), step):
-            control = last if offset + step >= len(payload) else more
+        if not payload:  # no data set: no fragment (a command set is never empty)
+            continue
+        for offset, size, final in pdv_chunks(len(payload), max_pdu):
             pdata = pynetdicom.pdu_primitives.P_DATA()
             pdata.presentation_data_value_list.append(
-                (context_id, control + payload[offset : offset + step])
+                (context_id, (last if final else more) + payload[offset : offset + size])
             )
             primitives.append(pdata)
     return primitives
@@ -277,7 +293,7 @@ def file_meta_bytes(meta: FileMeta) -> bytes:
     return _meta_element(0x0000, b"UL", struct.pack("<I", len(body))) + body
 
 
-class PreEncoded:
+class PreEncoded(abc.ABC):
     """A data set that can encode itself faster than pydicom (a C-FIND response).
 
     pynetdicom's C-FIND SCP encodes each yielded identifier with
@@ -287,11 +303,13 @@ class PreEncoded:
 
     __slots__ = ()
 
+    @abc.abstractmethod
     def encode_for(self, implicit_vr: bool, little_endian: bool) -> bytes | None:
-        raise NotImplementedError
+        """The encoded data set, or None when only pydicom can encode it this way."""
 
+    @abc.abstractmethod
     def dataset(self) -> Any:
-        raise NotImplementedError
+        """The same data set as a pydicom ``Dataset``."""
 
     def __iter__(self) -> Any:
         # pynetdicom iterates identifiers only to log them (LOG_RESPONSE_IDENTIFIERS).

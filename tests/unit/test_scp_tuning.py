@@ -118,7 +118,7 @@ def test_recv_reads_exactly_the_requested_bytes_and_stops_at_close() -> None:
     [(0, 16384), (1, 16384), (16378, 16384), (16379, 16384), (100_000, 16384), (500, 0)],
 )
 def test_fragments_cover_the_data_set_exactly_once(length: int, max_pdu: int) -> None:
-    chunks = list(sending._pdv_chunks(length, max_pdu))
+    chunks = list(tuning.pdv_chunks(length, max_pdu))
     assert sum(size for _, size, _ in chunks) == length
     assert [last for _, _, last in chunks] == [False] * (len(chunks) - 1) + [True]
     if max_pdu:
@@ -198,74 +198,72 @@ _MESSAGES = {
 }
 
 
+def _primitive(cls: type, **parameters: object) -> object:
+    primitive = cls()
+    for name, value in parameters.items():
+        setattr(primitive, name, value)
+    return primitive
+
+
 def _primitives() -> dict[str, tuple[object, str]]:
     """Primitives as the SCP and SCU send them, with the message each becomes."""
-    sop_class = "1.2.840.10008.5.1.4.1.1.2"
-    store_rq = C_STORE()
-    store_rq.MessageID = 9
-    store_rq.Priority = 2
-    store_rq.AffectedSOPClassUID = sop_class
-    store_rq.AffectedSOPInstanceUID = "1.2.3.4.5"
-    store_rq.DataSet = io.BytesIO(b"\x08\x00\x18\x00\x04\x00\x00\x001.2\x00")
-    moved_rq = C_STORE()
-    moved_rq.MessageID = 10
-    moved_rq.Priority = 2
-    moved_rq.AffectedSOPClassUID = sop_class
-    moved_rq.AffectedSOPInstanceUID = "1.2.3.4.6"
-    moved_rq.MoveOriginatorApplicationEntityTitle = "MOVER"
-    moved_rq.MoveOriginatorMessageID = 3
-    moved_rq.DataSet = io.BytesIO(b"")
-    stored = C_STORE()
-    stored.MessageIDBeingRespondedTo = 9
-    stored.AffectedSOPClassUID = sop_class
-    stored.AffectedSOPInstanceUID = "1.2.3.4.5"
-    stored.Status = 0x0000
-    refused = C_STORE()
-    refused.MessageIDBeingRespondedTo = 9
-    refused.AffectedSOPClassUID = sop_class
-    refused.AffectedSOPInstanceUID = "1.2.3.4.5"
-    refused.Status = 0xA700
-    refused.ErrorComment = "storage full"
-    found = C_FIND()
-    found.MessageIDBeingRespondedTo = 1
-    found.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.1"
-    found.Status = 0xFF00
-    found.Identifier = io.BytesIO(b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY ")
-    done = C_FIND()
-    done.MessageIDBeingRespondedTo = 1
-    done.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.1"
-    done.Status = 0x0000
-    moving = C_MOVE()
-    moving.MessageIDBeingRespondedTo = 2
-    moving.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.2"
-    moving.Status = 0xFF00
-    moving.NumberOfRemainingSuboperations = 249
-    moving.NumberOfCompletedSuboperations = 1
-    moving.NumberOfFailedSuboperations = 0
-    moving.NumberOfWarningSuboperations = 0
-    getting = C_GET()
-    getting.MessageIDBeingRespondedTo = 2
-    getting.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.3"
-    getting.Status = 0xB000
-    getting.NumberOfCompletedSuboperations = 5
-    getting.NumberOfFailedSuboperations = 1
-    getting.NumberOfWarningSuboperations = 0
-    getting.Identifier = io.BytesIO(b"\x08\x00\x58\x11\x00\x00\x00\x00")
-    echoed = C_ECHO()
-    echoed.MessageIDBeingRespondedTo = 4
-    echoed.AffectedSOPClassUID = "1.2.840.10008.1.1"
-    echoed.Status = 0x0000
+    ct = {"AffectedSOPClassUID": "1.2.840.10008.5.1.4.1.1.2"}
+    find = {"AffectedSOPClassUID": "1.2.840.10008.5.1.4.1.2.2.1"}
+    data_set = b"\x08\x00\x18\x00\x04\x00\x00\x001.2\x00"
     return {
-        "store-rq": (store_rq, "C-STORE-RQ"),
-        "store-rq-moved": (moved_rq, "C-STORE-RQ"),
-        "store-rsp": (stored, "C-STORE-RSP"),
-        "store-rsp-comment": (refused, "C-STORE-RSP"),
-        "find-pending": (found, "C-FIND-RSP"),
-        "find-success": (done, "C-FIND-RSP"),
-        "move-pending": (moving, "C-MOVE-RSP"),
-        "get-warning": (getting, "C-GET-RSP"),
-        "echo-rsp": (echoed, "C-ECHO-RSP"),
-    }
+        "store-rq": (
+            _primitive(C_STORE, MessageID=9, Priority=2, **ct,
+                       AffectedSOPInstanceUID="1.2.3.4.5", DataSet=io.BytesIO(data_set)),
+            "C-STORE-RQ",
+        ),
+        "store-rq-moved": (
+            _primitive(C_STORE, MessageID=10, Priority=2, **ct,
+                       AffectedSOPInstanceUID="1.2.3.4.6",
+                       MoveOriginatorApplicationEntityTitle="MOVER", MoveOriginatorMessageID=3,
+                       DataSet=io.BytesIO(b"")),
+            "C-STORE-RQ",
+        ),
+        "store-rsp": (
+            _primitive(C_STORE, MessageIDBeingRespondedTo=9, **ct,
+                       AffectedSOPInstanceUID="1.2.3.4.5", Status=0x0000),
+            "C-STORE-RSP",
+        ),
+        "store-rsp-comment": (
+            _primitive(C_STORE, MessageIDBeingRespondedTo=9, **ct,
+                       AffectedSOPInstanceUID="1.2.3.4.5", Status=0xA700,
+                       ErrorComment="storage full"),
+            "C-STORE-RSP",
+        ),
+        "find-pending": (
+            _primitive(C_FIND, MessageIDBeingRespondedTo=1, **find, Status=0xFF00,
+                       Identifier=io.BytesIO(b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY ")),
+            "C-FIND-RSP",
+        ),
+        "find-success": (
+            _primitive(C_FIND, MessageIDBeingRespondedTo=1, **find, Status=0x0000),
+            "C-FIND-RSP",
+        ),
+        "move-pending": (
+            _primitive(C_MOVE, MessageIDBeingRespondedTo=2,
+                       AffectedSOPClassUID="1.2.840.10008.5.1.4.1.2.2.2", Status=0xFF00,
+                       NumberOfRemainingSuboperations=249, NumberOfCompletedSuboperations=1,
+                       NumberOfFailedSuboperations=0, NumberOfWarningSuboperations=0),
+            "C-MOVE-RSP",
+        ),
+        "get-warning": (
+            _primitive(C_GET, MessageIDBeingRespondedTo=2,
+                       AffectedSOPClassUID="1.2.840.10008.5.1.4.1.2.2.3", Status=0xB000,
+                       NumberOfCompletedSuboperations=5, NumberOfFailedSuboperations=1,
+                       NumberOfWarningSuboperations=0,
+                       Identifier=io.BytesIO(b"\x08\x00\x58\x11\x00\x00\x00\x00")),
+            "C-GET-RSP",
+        ),
+        "echo-rsp": (
+            _primitive(C_ECHO, MessageIDBeingRespondedTo=4,
+                       AffectedSOPClassUID="1.2.840.10008.1.1", Status=0x0000),
+            "C-ECHO-RSP",
+        ),
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("max_pdu", [0, 16384, 40], ids=["unlimited", "16k", "fragmented"])
@@ -286,9 +284,11 @@ def test_messages_sent_directly_are_the_pdus_pynetdicom_would_send(name: str, ma
 
 
 def test_what_the_direct_encoder_cannot_write_is_left_to_pynetdicom() -> None:
-    refused = C_STORE()
-    refused.MessageIDBeingRespondedTo = 9
-    refused.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    refused.Status = 0xC000
-    refused.ErrorComment = "tệp hỏng"  # not ASCII: pydicom's charset rules apply
+    refused = _primitive(
+        C_STORE,
+        MessageIDBeingRespondedTo=9,
+        AffectedSOPClassUID="1.2.840.10008.5.1.4.1.1.2",
+        Status=0xC000,
+        ErrorComment="tệp hỏng",  # not ASCII: pydicom's charset rules apply
+    )
     assert tuning.command_bytes(refused, "C-STORE-RSP", False) is None
