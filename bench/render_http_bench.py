@@ -40,13 +40,21 @@ CURL = "/usr/bin/curl"
 ACCEPT = {"jpeg": "image/jpeg", "png": "image/png"}
 
 
-def curl_times(urls: list[str], headers: dict[str, str], workdir: Path) -> list[float]:
-    """ms per request for ``urls`` fetched in order on one keep-alive connection."""
-    config = workdir / f"urls-{time.time_ns()}.cfg"
+def curl_argv(urls: list[str], headers: dict[str, str], workdir: Path) -> list[str]:
+    """One curl process fetching ``urls`` in order on one keep-alive connection."""
+    fd, name = tempfile.mkstemp(suffix=".cfg", dir=workdir)
+    os.close(fd)
+    config = Path(name)
     config.write_text("".join(f'url = "{u}"\noutput = "/dev/null"\n' for u in urls))
-    argv = [CURL, "-s", "-K", str(config), "-w", "%{http_code} %{time_total}\\n"]
+    argv = [CURL, "-s", "-K", str(config)]
     for name, value in headers.items():
         argv += ["-H", f"{name}: {value}"]
+    return argv
+
+
+def curl_times(urls: list[str], headers: dict[str, str], workdir: Path) -> list[float]:
+    """ms per request for ``urls`` fetched in order on one keep-alive connection."""
+    argv = [*curl_argv(urls, headers, workdir), "-w", "%{http_code} %{time_total}\\n"]
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     rows = [line.split() for line in out.splitlines() if line.strip()]
     bad = [code for code, _ in rows if code != "200"]
@@ -57,14 +65,7 @@ def curl_times(urls: list[str], headers: dict[str, str], workdir: Path) -> list[
 
 def clients_rate(groups: list[list[str]], headers: dict[str, str], workdir: Path) -> float:
     """Images per second with one ``curl`` process per group, all at once."""
-    argvs = []
-    for number, urls in enumerate(groups):
-        config = workdir / f"group-{number}-{time.time_ns()}.cfg"
-        config.write_text("".join(f'url = "{u}"\noutput = "/dev/null"\n' for u in urls))
-        argv = [CURL, "-s", "-f", "-K", str(config)]
-        for name, value in headers.items():
-            argv += ["-H", f"{name}: {value}"]
-        argvs.append(argv)
+    argvs = [[*curl_argv(urls, headers, workdir), "-f"] for urls in groups]
     started = time.perf_counter()
     processes = [subprocess.Popen(argv) for argv in argvs]
     if any(p.wait() for p in processes):

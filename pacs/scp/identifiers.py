@@ -202,29 +202,26 @@ class ResponseIdentifier(PreEncoded):
     def encode_for(self, implicit_vr: bool, little_endian: bool) -> bytes | None:
         if not little_endian:
             return None
-        items = sorted(self._elements.items())
-        texts = [
-            "\\".join(v) if isinstance(v, list) else v
-            for _tag, (_vr, v) in items
-            if v  # None, "" and [] encode as empty values
+        # Values as text once: None, "" and [] are empty values.
+        items = [
+            (tag, vr, "\\".join(value) if isinstance(value, list) else value or "")
+            for tag, (vr, value) in sorted(self._elements.items())
         ]
-        codec = self._codec(texts)
+        codec = self._codec([text for _tag, _vr, text in items if text])
         if codec is None:
             return None
         parts = []
-        for tag, (vr, value) in items:
-            if not value:
+        for tag, vr, text in items:
+            if not text:
                 payload = b""
+            elif vr in _CHARSET_VRS:
+                payload = text.encode(codec)
+            elif vr in _ASCII_VRS and text.isascii():
+                payload = text.encode("ascii")
             else:
-                text = "\\".join(value) if isinstance(value, list) else value
-                if vr in _CHARSET_VRS:
-                    payload = text.encode(codec)
-                elif vr in _ASCII_VRS and text.isascii():
-                    payload = text.encode("ascii")
-                else:
-                    return None
-                if len(payload) % 2:
-                    payload += b"\x00" if vr == "UI" else b" "
+                return None
+            if len(payload) % 2:
+                payload += b"\x00" if vr == "UI" else b" "
             group, element = tag >> 16, tag & 0xFFFF
             if implicit_vr:
                 parts.append(struct.pack("<HHI", group, element, len(payload)))
