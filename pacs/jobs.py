@@ -292,11 +292,15 @@ def install_core(services: WorkerServices) -> None:
     def purge_jobs(job: Job) -> dict[str, Any]:
         return {"purged": queue.purge(timedelta(days=settings.job_keep_days))}
 
-    services.handle(RECOVER_INTENTS, recover_intents)
+    # A third of the staleness limit: an intent is swept at most 4/3 of it after its writer died.
+    sweep_every = max(1.0, min(60.0, settings.stale_intent_s / 3))
+    # While a sweep is queued or running no other is offered: a node that dies holding
+    # one must give it back within a few periods, not after the default job lease.
+    sweep_lease = min(settings.job_lease_s, max(10.0, 3 * sweep_every))
+    services.handle(RECOVER_INTENTS, recover_intents, lease_s=sweep_lease)
     services.handle(PURGE_JOBS, purge_jobs)
     services.handle(PROBE, probe_handler(services.node))
-    # A third of the staleness limit: an intent is swept at most 4/3 of it after its writer died.
-    services.schedule(RECOVER_INTENTS, max(1.0, min(60.0, settings.stale_intent_s / 3)))
+    services.schedule(RECOVER_INTENTS, sweep_every)
     services.schedule(PURGE_JOBS, 3600.0)
     services.installed.append("core")
 
