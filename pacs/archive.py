@@ -132,6 +132,11 @@ def sha256_stream(stream: BinaryIO) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def _known(digest: tuple[str, int] | None) -> tuple[str, int]:
+    assert digest is not None
+    return digest
+
+
 class Archive:
     """Store, find, open, list and delete DICOM instances."""
 
@@ -231,16 +236,25 @@ class Archive:
             raise StorageFull("storage quota reached: refusing new objects until space is freed")
         raise StorageFull("storage is full: refusing new objects until space is freed")
 
-    def store_file(self, path: Path, *, source: Source, consume: bool = False) -> StoreResult:
+    def store_file(
+        self,
+        path: Path,
+        *,
+        source: Source,
+        consume: bool = False,
+        digest: tuple[str, int] | None = None,
+    ) -> StoreResult:
         """Archive the Part 10 file at ``path``, byte for byte.
 
         With ``consume`` the file is ours to move into the store (a received
-        temporary file); otherwise it is copied. Raises InvalidInstance,
-        DuplicateInstance, StorageFull, ShuttingDown or StorageUnavailable.
+        temporary file); otherwise it is copied. ``digest`` is the file's
+        (SHA-256, size) when the caller computed it while writing the file.
+        Raises InvalidInstance, DuplicateInstance, StorageFull, ShuttingDown or
+        StorageUnavailable.
         """
         started = time.perf_counter()
         try:
-            result = self._store_file(path, source, consume)
+            result = self._store_file(path, source, consume, digest)
         except (InvalidInstance, DuplicateInstance):
             metrics.stored(source.kind, "refused", time.perf_counter() - started, 0)
             raise
@@ -253,13 +267,15 @@ class Archive:
         )
         return result
 
-    def _store_file(self, path: Path, source: Source, consume: bool) -> StoreResult:
+    def _store_file(
+        self, path: Path, source: Source, consume: bool, known: tuple[str, int] | None
+    ) -> StoreResult:
         if not self._accepting:
             raise ShuttingDown("the archive is shutting down; retry later")
         # The disk flush and the checksum release the GIL: start them now and
         # parse and look up meanwhile (the flush is the slowest step of a store).
         synced = self._pool.submit(fsync_path, path) if consume and self._local else None
-        digest = self._pool.submit(sha256_file, path)
+        digest = self._pool.submit(sha256_file, path) if known is None else None
         try:
             try:
                 parsed = read_instance(path)
@@ -272,7 +288,7 @@ class Archive:
                     "instance %s from %s: %s", header.sop_instance_uid, source.describe(), note
                 )
             existing = self.index.existing(header.sop_instance_uid)
-            sha256, size = digest.result()
+            sha256, size = digest.result() if digest is not None else _known(known)
         finally:
             # Never leave a flush running on a file the caller may delete.
             if synced is not None:

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -31,6 +32,7 @@ from pacs.audit import Actor
 from pacs.charset import apply_text_codec
 from pacs.errors import InvalidQuery, NotAuthorized, PacsError
 from pacs.scp import audit as dicom_audit
+from pacs.scp import receive
 from pacs.scp.identifiers import (
     PATIENT_ROOT,
     STUDY_ROOT,
@@ -41,6 +43,7 @@ from pacs.scp.identifiers import (
 )
 from pacs.scp.move_guard import refuse_moves
 from pacs.scp.peers import Peers
+from pacs.scp.receive import Spooled, StoreRequest
 from pacs.scp.sending import StoredInstance, storage_contexts
 from pacs.storage.index import InstanceRef
 
@@ -66,7 +69,11 @@ class ScpContext:
 
 
 def _caller(event: Event) -> tuple[str, str]:
-    requestor = event.assoc.requestor
+    return _requestor(event.assoc)
+
+
+def _requestor(assoc: Any) -> tuple[str, str]:
+    requestor = assoc.requestor
     return requestor.ae_title.strip(), f"{requestor.address}:{requestor.port}"
 
 
@@ -141,6 +148,7 @@ def _discard_partial(event: Event) -> None:
     pynetdicom spools a data set being received to a temporary file and only
     removes it after the C-STORE handler ran; a transfer cut short leaves it.
     """
+    receive.discard(event.assoc, "the association ended")
     message = getattr(getattr(event.assoc, "dimse", None), "message", None)
     spooled = getattr(message, "_data_set_file", None)
     if spooled is None:
@@ -162,30 +170,46 @@ def handle_echo(event: Event, ctx: ScpContext) -> int:
 
 
 def handle_store(event: Event, ctx: ScpContext) -> int | Dataset:
+    """pynetdicom's C-STORE event (when :mod:`pacs.scp.receive` leaves one to it)."""
+    return _store(ctx, event.assoc, event.request.AffectedSOPInstanceUID, event.dataset_path)
+
+
+def receive_store(ctx: ScpContext, assoc: Any, request: StoreRequest, spooled: Spooled) -> Any:
+    """A C-STORE taken by :mod:`pacs.scp.receive`, its data set already spooled."""
+    return _store(
+        ctx, assoc, request.sop_instance_uid, spooled.path, (spooled.sha256, spooled.size)
+    )
+
+
+def _store(
+    ctx: ScpContext,
+    assoc: Any,
+    sop_instance_uid: str,
+    path: Path,
+    digest: tuple[str, int] | None = None,
+) -> int | Dataset:
     """Archive the received data set; Success only once it is durable and indexed."""
     started = time.perf_counter()
-    ae, addr = _caller(event)
+    ae, addr = _requestor(assoc)
     if not ctx.peers.allows(ae, "store"):
         log.warning("refused C-STORE from %s (%s): not allowed to store", ae, addr)
         metrics.dicom_request("store", "refused", time.perf_counter() - started)
         return failure(NotAuthorized.dicom_status, f"{ae} may not store here")
     try:
         result = ctx.archive.store_file(
-            event.dataset_path, source=Source("dicom", ae_title=ae, address=addr), consume=True
+            path,
+            source=Source("dicom", ae_title=ae, address=addr),
+            consume=True,
+            digest=digest,
         )
     except PacsError as exc:
-        log.warning(
-            "C-STORE %s from %s failed: %s",
-            event.request.AffectedSOPInstanceUID,
-            ae,
-            exc.reason,
-        )
+        log.warning("C-STORE %s from %s failed: %s", sop_instance_uid, ae, exc.reason)
         metrics.dicom_request("store", "failure", time.perf_counter() - started)
-        dicom_audit.note_refused_store(event.assoc, ae, addr, exc.reason)
+        dicom_audit.note_refused_store(assoc, ae, addr, exc.reason)
         return _refusal(exc)
     metrics.dicom_request("store", "success", time.perf_counter() - started)
     dicom_audit.note_store(
-        event.assoc,
+        assoc,
         ae,
         addr,
         result.study_instance_uid,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import struct
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -37,7 +36,7 @@ from pynetdicom.dsutils import encode
 from pynetdicom.presentation import PresentationContext, build_context
 
 from pacs import metrics
-from pacs.scp.tuning import command_bytes, pdv_chunks, send_lock
+from pacs.scp.tuning import command_bytes, pdu_header, pdv_chunks, send_buffers, send_lock
 from pacs.storage.index import InstanceRef
 
 log = logging.getLogger(__name__)
@@ -125,30 +124,6 @@ def _context_id(assoc: Association, sop_class: str, syntax: str) -> int:
 
 # Bytes of the data set read and sent per gathered write.
 _WINDOW = 4 << 20
-# At most this many buffers per sendmsg (Linux's IOV_MAX is 1024).
-_IOV_MAX = 1024
-
-
-def _send_buffers(sock: Any, buffers: list[bytes | memoryview]) -> None:
-    """Send all ``buffers`` in order with as few system calls as possible."""
-    index = 0
-    while index < len(buffers):
-        if not len(buffers[index]):
-            index += 1
-            continue
-        sent = sock.sendmsg(buffers[index : index + _IOV_MAX])
-        while sent:
-            size = len(buffers[index])
-            if sent >= size:
-                sent -= size
-                index += 1
-            else:
-                buffers[index] = memoryview(buffers[index])[sent:]
-                sent = 0
-
-
-def _pdu_header(context_id: int, control: int, size: int) -> bytes:
-    return struct.pack(">BBLLBB", 0x04, 0x00, size + 6, size + 2, context_id, control)
 
 
 def _guard_responses(assoc: Association) -> None:
@@ -218,9 +193,9 @@ def _fast_send(
             length = os.fstat(fh.fileno()).st_size - ref.dataset_offset
             buffers: list[bytes | memoryview] = []
             for offset, size, last in pdv_chunks(len(command), max_pdu):
-                buffers.append(_pdu_header(context_id, 0x03 if last else 0x01, size))
+                buffers.append(pdu_header(context_id, 0x03 if last else 0x01, size))
                 buffers.append(command[offset : offset + size])
-            _send_buffers(sock, buffers)
+            send_buffers(sock, buffers)
             fh.seek(ref.dataset_offset)
             step = length if max_pdu == 0 else max(1, max_pdu - 6)
             # Whole fragments per window, so PDU boundaries never split a read.
@@ -233,9 +208,9 @@ def _fast_send(
                 buffers = []
                 for offset, size, _last in pdv_chunks(len(data), max_pdu):
                     last = done + offset + size >= length
-                    buffers.append(_pdu_header(context_id, 0x02 if last else 0x00, size))
+                    buffers.append(pdu_header(context_id, 0x02 if last else 0x00, size))
                     buffers.append(data[offset : offset + size])
-                _send_buffers(sock, buffers)
+                send_buffers(sock, buffers)
                 done += len(data)
         _context, rsp = assoc.dimse.get_msg(block=True)
     finally:

@@ -11,6 +11,7 @@ import select
 import socket
 import threading
 import time
+from functools import partial
 from typing import Any
 
 from pydicom import config as pydicom_config
@@ -28,8 +29,8 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from pacs.archive import Archive
 from pacs.config import Settings
-from pacs.scp import move_guard, sending, tuning
-from pacs.scp.handlers import ScpContext, bindings
+from pacs.scp import move_guard, receive, sending, tuning
+from pacs.scp.handlers import ScpContext, bindings, receive_store
 from pacs.scp.peers import Peers
 
 log = logging.getLogger(__name__)
@@ -170,6 +171,7 @@ def configure_pynetdicom() -> None:
     # every command set and C-FIND response costs a fifth of pynetdicom's time.
     pydicom_config.settings.writing_validation_mode = pydicom_config.IGNORE
     tuning.install()
+    receive.install()
     sending.install()
     move_guard.install()
 
@@ -184,6 +186,7 @@ class DicomService:
         self.peers = Peers(archive, accept_unknown=settings.accept_unknown_aes)
         self.context = ScpContext(archive, self.peers, settings.ae_title)
         self.ae = build_ae(settings, self.peers)
+        receive.enable(self.ae, partial(receive_store, self.context), archive.spool_dir)
         self.server: SharedSocketServer | None = None
         self._thread: threading.Thread | None = None
 

@@ -241,6 +241,33 @@ def pdv_chunks(length: int, max_pdu: int) -> Iterator[tuple[int, int, bool]]:
             return
 
 
+# At most this many buffers per sendmsg (Linux's IOV_MAX is 1024).
+_IOV_MAX = 1024
+
+
+def send_buffers(sock: Any, buffers: list[bytes | memoryview]) -> None:
+    """Send all ``buffers`` in order with as few system calls as possible."""
+    index = 0
+    while index < len(buffers):
+        if not len(buffers[index]):
+            index += 1
+            continue
+        sent = sock.sendmsg(buffers[index : index + _IOV_MAX])
+        while sent:
+            size = len(buffers[index])
+            if sent >= size:
+                sent -= size
+                index += 1
+            else:
+                buffers[index] = memoryview(buffers[index])[sent:]
+                sent = 0
+
+
+def pdu_header(context_id: int, control: int, size: int) -> bytes:
+    """The header of a P-DATA-TF holding one PDV item of ``size`` fragment bytes."""
+    return struct.pack(">BBLLBB", 0x04, 0x00, size + 6, size + 2, context_id, control)
+
+
 def message_pdata(command: bytes, data_set: bytes, context_id: int, max_pdu: int) -> list[Any]:
     """A DIMSE message as the P-DATA primitives pynetdicom's DUL sends (PS3.8 E.2)."""
     primitives = []

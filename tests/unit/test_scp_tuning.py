@@ -25,7 +25,7 @@ from pynetdicom.dimse_messages import (
 from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_GET, C_MOVE, C_STORE
 from pynetdicom.dsutils import encode
 
-from pacs.scp import sending, tuning
+from pacs.scp import tuning
 
 
 def test_pinned_pynetdicom_version_is_the_one_tuned_for() -> None:
@@ -128,7 +128,7 @@ def test_fragments_cover_the_data_set_exactly_once(length: int, max_pdu: int) ->
 
 
 def test_pdu_header_is_a_p_data_tf_with_one_pdv() -> None:
-    header = sending._pdu_header(context_id=3, control=0x02, size=10)
+    header = tuning.pdu_header(context_id=3, control=0x02, size=10)
     assert header[0] == 0x04
     assert int.from_bytes(header[2:6], "big") == 10 + 6  # PDV item length field + item
     assert int.from_bytes(header[6:10], "big") == 10 + 2  # context id + control header + data
@@ -148,7 +148,7 @@ def test_send_buffers_handles_partial_sends() -> None:
             return len(taken)
 
     sink = Trickle()
-    sending._send_buffers(sink, [b"hello", memoryview(b" DICOM"), b"", b" world"])
+    tuning.send_buffers(sink, [b"hello", memoryview(b" DICOM"), b"", b" world"])
     assert bytes(sink.data) == b"hello DICOM world"
 
 

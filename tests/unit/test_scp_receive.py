@@ -1,0 +1,286 @@
+"""The C-STORE fast path (pacs.scp.receive) against pynetdicom's own receive path.
+
+Messages are encoded by pynetdicom into P-DATA, cut into PDUs in the ways peers
+cut them, and fed both to :class:`StoreReceiver` and to pynetdicom's decoder:
+the spooled files must be byte-identical, what the receiver forwards must decode
+to the same message, and the response on the socket must be a valid C-STORE-RSP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import socket
+import struct
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pydicom.filewriter
+import pynetdicom.dimse_messages
+import pynetdicom.dsutils
+import pynetdicom.pdu
+import pytest
+from pydicom.dataset import Dataset
+from pynetdicom import _config
+from pynetdicom.dimse_messages import C_ECHO_RQ, C_FIND_RQ, C_STORE_RQ, DIMSEMessage
+from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_STORE
+
+from pacs.scp import receive
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+
+
+class FakeAssoc:
+    """What the receiver uses of an association: contexts, socket, peer PDU size."""
+
+    def __init__(self, sock: socket.socket | None = None, max_pdu: int = 16384) -> None:
+        self._accepted_cx = {1: SimpleNamespace(context_id=1, transfer_syntax=[EXPLICIT_LE])}
+        self.is_established = True
+        self.dul = SimpleNamespace(socket=SimpleNamespace(socket=sock))
+        self.dimse = SimpleNamespace(maximum_pdu_size=max_pdu)
+        self.requestor = SimpleNamespace(ae_title="MODALITY")
+
+
+def _data_set(size: int) -> bytes:
+    ds = Dataset()
+    ds.SOPClassUID = CT
+    ds.SOPInstanceUID = "1.2.3.4.5"
+    ds.PatientName = "Nguyen^Van A"
+    ds.BitsAllocated = 8
+    ds.PixelData = bytes(range(256)) * (size // 256)
+    return pynetdicom.dsutils.encode(ds, False, True)  # explicit VR little endian
+
+
+def _store_message(data_set: bytes, message_id: int = 7) -> C_STORE_RQ:
+    primitive = C_STORE()
+    primitive.MessageID = message_id
+    primitive.Priority = 2
+    primitive.AffectedSOPClassUID = CT
+    primitive.AffectedSOPInstanceUID = "1.2.3.4.5"
+    primitive.DataSet = io.BytesIO(data_set)
+    message = C_STORE_RQ()
+    message.primitive_to_message(primitive)
+    return message
+
+
+def _echo_message() -> C_ECHO_RQ:
+    primitive = C_ECHO()
+    primitive.MessageID = 9
+    primitive.AffectedSOPClassUID = "1.2.840.10008.1.1"
+    message = C_ECHO_RQ()
+    message.primitive_to_message(primitive)
+    return message
+
+
+def _find_message() -> C_FIND_RQ:
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.PatientName = "NGUYEN*"
+    primitive = C_FIND()
+    primitive.MessageID = 11
+    primitive.Priority = 2
+    primitive.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.1"
+    primitive.Identifier = io.BytesIO(pynetdicom.dsutils.encode(identifier, True, True))
+    message = C_FIND_RQ()
+    message.primitive_to_message(primitive)
+    return message
+
+
+def _items(message: DIMSEMessage, max_pdu: int) -> list[bytes]:
+    """The message's PDV items (length, context, control header, fragment)."""
+    items = []
+    for pdata in message.encode_msg(1, max_pdu):
+        for context_id, data in pdata.presentation_data_value_list:
+            items.append(struct.pack(">LB", len(data) + 1, context_id) + data)
+    return items
+
+
+def _pdus(items: list[bytes], per_pdu: int) -> list[bytes]:
+    """PDU bodies holding ``per_pdu`` items each (peers may put several in one)."""
+    return [b"".join(items[i : i + per_pdu]) for i in range(0, len(items), per_pdu)]
+
+
+def _pynetdicom_decodes(pdus: list[bytes], assoc: Any) -> DIMSEMessage:
+    """The message pynetdicom decodes from these PDU bodies, spooling like our SCP."""
+    message = DIMSEMessage()
+    done = False
+    for body in pdus:
+        pdu = pynetdicom.pdu.P_DATA_TF()
+        pdu.decode(struct.pack(">BBL", 4, 0, len(body)) + body)
+        assert not done, "pynetdicom finished the message before its last PDU"
+        done = message.decode_msg(pdu.to_primitive(), assoc)
+    assert done
+    return message
+
+
+class Recorder:
+    """A store handler that keeps a copy of what it was given."""
+
+    def __init__(self, status: Any = 0x0000) -> None:
+        self.status = status
+        self.calls: list[tuple[receive.StoreRequest, bytes, receive.Spooled]] = []
+
+    def __call__(self, assoc: Any, request: receive.StoreRequest, spooled: receive.Spooled) -> Any:
+        self.calls.append((request, spooled.path.read_bytes(), spooled))
+        if isinstance(self.status, Exception):
+            raise self.status
+        return self.status
+
+
+def _response(sock: socket.socket) -> DIMSEMessage:
+    """The DIMSE message the receiver wrote to the other end of ``sock``."""
+    sock.settimeout(5)
+    message = DIMSEMessage()
+    while True:
+        header = sock.recv(6, socket.MSG_WAITALL)
+        pdu_type, _, length = struct.unpack(">BBL", header)
+        assert pdu_type == 0x04
+        body = sock.recv(length, socket.MSG_WAITALL)
+        pdu = pynetdicom.pdu.P_DATA_TF()
+        pdu.decode(header + body)
+        if message.decode_msg(pdu.to_primitive()):
+            return message
+
+
+@pytest.fixture
+def untuned_spooling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pynetdicom's own chunked spooling, with pydicom's own File Meta writer."""
+    monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", True)
+    monkeypatch.setattr(
+        pynetdicom.dimse_messages, "create_file_meta", pynetdicom.dsutils.create_file_meta
+    )
+    monkeypatch.setattr(
+        pynetdicom.dimse_messages,
+        "write_file_meta_info",
+        pydicom.filewriter.write_file_meta_info,
+    )
+
+
+@pytest.mark.parametrize(
+    ("size", "max_pdu", "per_pdu"),
+    [(2_000, 16384, 1), (300_000, 16384, 1), (300_000, 16384, 3), (300_000, 0, 1), (40, 64, 5)],
+    ids=["small", "fragmented", "several-per-pdu", "unlimited-pdu", "tiny-fragments"],
+)
+def test_spooled_file_is_byte_identical_to_pynetdicoms(
+    untuned_spooling: None, tmp_path: Path, size: int, max_pdu: int, per_pdu: int
+) -> None:
+    data_set = _data_set(size)
+    pdus = _pdus(_items(_store_message(data_set), max_pdu), per_pdu)
+    left, right = socket.socketpair()
+    assoc = FakeAssoc(right)
+    handler = Recorder()
+    receiver = receive.StoreReceiver(assoc, handler, tmp_path)
+    forwarded = [pdu for body in pdus for pdu in receiver.feed(memoryview(body))]
+
+    assert forwarded == []
+    ((request, spooled_bytes, spooled),) = handler.calls
+    theirs = _pynetdicom_decodes(pdus, assoc)
+    assert spooled_bytes == theirs._data_set_path.read_bytes()
+    assert spooled_bytes.endswith(data_set)
+    assert spooled.sha256 == hashlib.sha256(spooled_bytes).hexdigest()
+    assert spooled.size == len(spooled_bytes)
+    assert request == receive.StoreRequest(1, 7, CT, "1.2.3.4.5", 2)
+    assert not spooled.path.exists(), "the receiver removes what the handler left"
+    assert list(tmp_path.iterdir()) == []
+    rsp = _response(left)
+    assert rsp.command_set.CommandField == 0x8001
+    assert rsp.command_set.MessageIDBeingRespondedTo == 7
+    assert rsp.command_set.Status == 0x0000
+    assert rsp.command_set.AffectedSOPInstanceUID == "1.2.3.4.5"
+    theirs._data_set_path.unlink()
+
+
+@pytest.mark.parametrize("message", [_echo_message(), _find_message()], ids=["echo", "find"])
+def test_other_messages_reach_pynetdicom_unchanged(tmp_path: Path, message: DIMSEMessage) -> None:
+    items = _items(message, 16384)
+    receiver = receive.StoreReceiver(FakeAssoc(), Recorder(), tmp_path)
+    forwarded = [pdu for body in _pdus(items, 1) for pdu in receiver.feed(memoryview(body))]
+    assert b"".join(pdu[6:] for pdu in forwarded) == b"".join(items)
+    decoded = _pynetdicom_decodes([pdu[6:] for pdu in forwarded], FakeAssoc())
+    assert decoded.command_set == message.command_set
+    assert receiver.mode == receiver.IDLE
+
+
+def test_a_store_after_a_forwarded_message_in_the_same_pdu(tmp_path: Path) -> None:
+    """A PDU that ends one message and starts the next is split between the paths."""
+    left, right = socket.socketpair()
+    handler = Recorder()
+    receiver = receive.StoreReceiver(FakeAssoc(right), handler, tmp_path)
+    find = _items(_find_message(), 16384)
+    store = _items(_store_message(_data_set(1000)), 16384)
+    forwarded = receiver.feed(memoryview(b"".join(find + store)))
+    assert [pdu[6:] for pdu in forwarded] == [b"".join(find)]
+    assert len(handler.calls) == 1
+    assert _response(left).command_set.Status == 0x0000
+
+
+@pytest.mark.parametrize(
+    ("status", "expected", "comment"),
+    [
+        (0xA700, 0xA700, None),
+        (Dataset(), 0xC000, "bad file"),
+        (RuntimeError("boom"), 0xC211, None),
+    ],
+    ids=["status", "status-data-set", "handler-raises"],
+)
+def test_refusals_are_answered_with_their_status(
+    tmp_path: Path, status: Any, expected: int, comment: str | None
+) -> None:
+    if isinstance(status, Dataset):
+        status.Status = expected
+        status.ErrorComment = comment
+    left, right = socket.socketpair()
+    receiver = receive.StoreReceiver(FakeAssoc(right), Recorder(status), tmp_path)
+    for body in _pdus(_items(_store_message(_data_set(5000)), 4096), 1):
+        receiver.feed(memoryview(body))
+    rsp = _response(left).command_set
+    assert rsp.Status == expected
+    assert rsp.get("ErrorComment") == comment
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_command_inside_a_data_set_is_a_protocol_error(tmp_path: Path) -> None:
+    handler = Recorder()
+    receiver = receive.StoreReceiver(FakeAssoc(), handler, tmp_path)
+    store = _items(_store_message(_data_set(50_000)), 4096)
+    receiver.feed(memoryview(b"".join(store[:3])))
+    assert len(list(tmp_path.iterdir())) == 1
+    with pytest.raises(receive.ProtocolError):
+        receiver.feed(memoryview(_items(_echo_message(), 4096)[0]))
+    receiver.discard("protocol error")
+    assert list(tmp_path.iterdir()) == [] and handler.calls == []
+
+
+def test_an_aborted_transfer_leaves_nothing_behind(tmp_path: Path) -> None:
+    handler = Recorder()
+    receiver = receive.StoreReceiver(FakeAssoc(), handler, tmp_path)
+    store = _items(_store_message(_data_set(50_000)), 4096)
+    receiver.feed(memoryview(b"".join(store[:-1])))
+    receiver.discard("aborted")
+    receiver.discard("twice is harmless")
+    assert list(tmp_path.iterdir()) == [] and handler.calls == []
+
+
+def test_unknown_context_and_odd_commands_are_left_to_pynetdicom(tmp_path: Path) -> None:
+    assoc = FakeAssoc()
+    assoc._accepted_cx = {}
+    receiver = receive.StoreReceiver(assoc, Recorder(), tmp_path)
+    items = _items(_store_message(_data_set(1000)), 16384)
+    forwarded = receiver.feed(memoryview(b"".join(items)))
+    assert [pdu[6:] for pdu in forwarded] == [b"".join(items)]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_malformed_pdv_items_are_protocol_errors() -> None:
+    with pytest.raises(receive.ProtocolError):
+        receive.pdv_items(memoryview(struct.pack(">LBB", 100, 1, 3) + b"short"))
+    with pytest.raises(receive.ProtocolError):
+        receive.pdv_items(memoryview(b"\x00\x00"))
+
+
+def test_command_elements_refuse_other_groups() -> None:
+    with pytest.raises(ValueError):
+        receive.command_elements(struct.pack("<HHI", 0x0008, 0x0018, 2) + b"1\x00")
+    assert receive.store_request(1, {}) is None
