@@ -67,6 +67,26 @@ _AFFECTED_SOP_INSTANCE = 0x1000
 _MOVE_ORIGINATOR_AE = 0x1030
 _MOVE_ORIGINATOR_ID = 0x1031
 
+C_STORE_RSP = 0x8001
+_GROUP_LENGTH = 0x0000
+_RESPONDED_TO = 0x0120
+_STATUS = 0x0900
+_ERROR_COMMENT = 0x0902
+# What a C-STORE response we parse ourselves may hold; anything more (an
+# offending element, say) goes to pynetdicom.
+_STORE_RSP_ELEMENTS = frozenset(
+    {
+        _GROUP_LENGTH,
+        _AFFECTED_SOP_CLASS,
+        _COMMAND_FIELD,
+        _RESPONDED_TO,
+        _DATA_SET_TYPE,
+        _STATUS,
+        _ERROR_COMMENT,
+        _AFFECTED_SOP_INSTANCE,
+    }
+)
+
 # Events pynetdicom raises per PDU or message: if anything listens to one, the
 # association keeps pynetdicom's own path so the listener sees everything.
 _OBSERVED = (
@@ -164,6 +184,40 @@ def store_request(context_id: int, elements: dict[int, bytes]) -> StoreRequest |
         )
     except (KeyError, ValueError, UnicodeDecodeError, struct.error):
         return None
+
+
+def store_response(body: memoryview) -> tuple[int, C_STORE] | None:
+    """(context ID, C-STORE response primitive) when a P-DATA-TF body is exactly one
+    whole C-STORE-RSP command of the plain kind, else None."""
+    try:
+        items = pdv_items(body)
+    except ProtocolError:
+        return None
+    if len(items) != 1 or items[0][1] & 0x03 != 0x03:
+        return None
+    context_id, _, fragment, _ = items[0]
+    try:
+        elements = command_elements(fragment)
+        if not elements.keys() <= _STORE_RSP_ELEMENTS:
+            return None
+        if _us(elements[_COMMAND_FIELD]) != C_STORE_RSP:
+            return None
+        if _us(elements[_DATA_SET_TYPE]) != NO_DATA_SET:
+            return None
+        rsp = C_STORE()
+        rsp.MessageIDBeingRespondedTo = _us(elements[_RESPONDED_TO])
+        rsp.Status = _us(elements[_STATUS])
+        for element, keyword in (
+            (_AFFECTED_SOP_CLASS, "AffectedSOPClassUID"),
+            (_AFFECTED_SOP_INSTANCE, "AffectedSOPInstanceUID"),
+            (_ERROR_COMMENT, "ErrorComment"),
+        ):
+            value = _text(elements.get(element, b""))
+            if value:
+                setattr(rsp, keyword, value)
+    except (KeyError, ValueError, UnicodeDecodeError, struct.error):
+        return None
+    return context_id, rsp
 
 
 def pdv_items(body: memoryview) -> list[tuple[int, int, memoryview, memoryview]]:
@@ -405,6 +459,21 @@ def discard(assoc: Any, why: str) -> None:
         found.discard(why)
 
 
+def _awaited_store_response(dul: Any, body: bytearray) -> bool:
+    """Deliver a C-STORE response that :mod:`pacs.scp.sending` awaits straight to
+    its DIMSE queue (where pynetdicom would put it after decoding it at length)."""
+    assoc = dul.assoc
+    if not getattr(assoc, "_pacs_awaiting", False):
+        return False
+    if any(assoc.get_handlers(event) for event in _OBSERVED):
+        return False
+    found = store_response(memoryview(body))
+    if found is None:
+        return False
+    assoc.dimse.msg_queue.put(found)
+    return True
+
+
 def _queue_pdu(dul: Any, pdu_bytes: bytes | bytearray) -> None:
     """Hand a received PDU to pynetdicom's state machine as its reader would."""
     try:
@@ -445,11 +514,11 @@ def read_pdu_data(dul: Any) -> None:
     if body is None:
         dul.event_queue.put("Evt17")
         return
-    fast = (
-        receiver(dul.assoc)
-        if pdu_type == 0x04 and dul.state_machine.current_state == "Sta6"
-        else None
-    )
+    in_transfer = pdu_type == 0x04 and dul.state_machine.current_state == "Sta6"
+    fast = receiver(dul.assoc) if in_transfer else None
+    between_messages = fast is None or fast.mode == fast.IDLE
+    if in_transfer and between_messages and _awaited_store_response(dul, body):
+        return
     if fast is None:
         _queue_pdu(dul, header + body)
         return

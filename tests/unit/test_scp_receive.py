@@ -284,3 +284,47 @@ def test_command_elements_refuse_other_groups() -> None:
     with pytest.raises(ValueError):
         receive.command_elements(struct.pack("<HHI", 0x0008, 0x0018, 2) + b"1\x00")
     assert receive.store_request(1, {}) is None
+
+
+def _store_response_items(status: int, comment: str | None = None, **extra: Any) -> bytes:
+    primitive = C_STORE()
+    primitive.MessageIDBeingRespondedTo = 7
+    primitive.AffectedSOPClassUID = CT
+    primitive.AffectedSOPInstanceUID = "1.2.3.4.5"
+    primitive.Status = status
+    if comment:
+        primitive.ErrorComment = comment
+    for keyword, value in extra.items():
+        setattr(primitive, keyword, value)
+    message = pynetdicom.dimse_messages.C_STORE_RSP()
+    message.primitive_to_message(primitive)
+    return b"".join(_items(message, 16384))
+
+
+@pytest.mark.parametrize(
+    ("status", "comment"), [(0x0000, None), (0xB000, None), (0xA700, "disk full")]
+)
+def test_store_responses_parse_as_pynetdicom_decodes_them(status: int, comment: str | None) -> None:
+    body = _store_response_items(status, comment)
+    found = receive.store_response(memoryview(body))
+    assert found is not None
+    context_id, ours = found
+    theirs = _pynetdicom_decodes([body], FakeAssoc()).message_to_primitive()
+    assert context_id == 1
+    for keyword in (
+        "MessageIDBeingRespondedTo",
+        "AffectedSOPClassUID",
+        "AffectedSOPInstanceUID",
+        "Status",
+        "ErrorComment",
+    ):
+        assert getattr(ours, keyword) == getattr(theirs, keyword), keyword
+    assert ours.is_valid_response
+
+
+def test_unusual_store_responses_are_left_to_pynetdicom() -> None:
+    with_offending = _store_response_items(0xC000, OffendingElement=[0x00100010])
+    assert receive.store_response(memoryview(with_offending)) is None
+    a_request = b"".join(_items(_store_message(_data_set(100)), 16384)[:1])
+    assert receive.store_response(memoryview(a_request)) is None
+    assert receive.store_response(memoryview(b"\x00\x00\x00\x10")) is None
