@@ -44,6 +44,7 @@ from PIL import Image
 from pydicom.pixels.utils import pack_bits
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from pacs.dicomfile import open_for_parsing
 from pacs.errors import FrameDecodeError, InvalidQuery, NotFound, PacsError
 from pacs.viewer.framecache import ByteLRU, CacheStats
 from pacs.viewer.overlays import OverlayPlane
@@ -283,7 +284,8 @@ def _source(archive: Archive, ref: InstanceRef) -> PixelSource:
 def _load_source(archive: Archive, ref: InstanceRef) -> PixelSource:
     path = archive.local_path(ref)
     if path is not None:
-        return load_source(partial(open, path, "rb"), ref.transfer_syntax_uid, ref.dataset_offset)
+        opener = partial(open_for_parsing, path)
+        return load_source(opener, ref.transfer_syntax_uid, ref.dataset_offset)
     if ref.size_bytes > REMOTE_WHOLE_OBJECT_BYTES:
         # A large remote object (a long cine, a whole-slide level): read the header and
         # then each frame by ranged reads instead of downloading all of it per frame.
