@@ -245,6 +245,8 @@ def _ct_series_uid(manifest: dict) -> str:
 
 @contextmanager
 def pacs_server(data: Path, workers: int) -> Iterator[str]:
+    # Rendered images kept on disk by an earlier run would make "first" renders warm.
+    shutil.rmtree(data / "cache" / "rendered", ignore_errors=True)
     http, dicom = free_port(), free_port()
     log = (data / "bench-server.log").open("ab")
     process = subprocess.Popen(

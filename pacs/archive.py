@@ -501,6 +501,9 @@ class Archive:
         """Instances selected by UIDs (see :meth:`SqlIndex.instances`)."""
         return self.index.instances(**selectors)
 
+    def has_study(self, study_uid: str) -> bool:
+        return self.index.has_study(study_uid)
+
     def instance(self, sop_uid: str) -> InstanceRef:
         ref = self.index.get_instance(sop_uid)
         if ref is None:

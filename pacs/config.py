@@ -82,6 +82,9 @@ class Settings:
 
     # Memory for decoded frames per worker process (the viewer's hot path).
     frame_cache_mb: int = 256
+    # Disk for rendered images (thumbnails, JPEG/PNG frames) shared by the workers,
+    # under <data_dir>/cache/rendered; 0 turns it off. Safe to delete at any time.
+    render_cache_mb: int = 1024
 
     # Web sign-in.
     session_hours: float = 12.0  # idle timeout

@@ -209,6 +209,13 @@ class SqlIndex:
 
     # ------------------------------------------------------------ ingest
 
+    def has_study(self, study_uid: str) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(_SEL_STUDY, {"b_uid": study_uid}).first() is not None
+        except SQLAlchemyError as exc:
+            raise self._guard("lookup", exc) from exc
+
     def get_instance(self, sop_uid: str) -> InstanceRef | None:
         try:
             with self.engine.connect() as conn:

@@ -17,6 +17,8 @@ Three process-wide caches (see :func:`configure_caches`): parsed instance header
 decoded frames keyed by (SOP Instance UID, content hash, frame) with a byte
 budget, and encoded images keyed by the request, so repeating a render costs a
 dictionary lookup. Raw and native frames are copies out of the frame cache.
+Encoded images are also kept on disk for every worker of the node
+(:mod:`pacs.viewer.rendered_files`, :func:`configure_rendered_files`).
 
 Errors: :class:`FrameDecodeError` (422) when pixels cannot be decoded,
 :class:`~pacs.errors.NotFound` for a frame out of range or an instance without
@@ -56,6 +58,7 @@ from pacs.viewer.pixels import (
     load_file_source,
     load_source,
 )
+from pacs.viewer.rendered_files import RenderedFiles
 
 # Pillow imports its encoders on the first save: ~80 ms that the first image a
 # worker serves would otherwise pay, every time a worker starts.
@@ -262,6 +265,15 @@ def configure_caches(
         _sources.set_budget(source_bytes)
 
 
+_files: RenderedFiles | None = None
+
+
+def configure_rendered_files(files: RenderedFiles | None) -> None:
+    """Keep rendered images on disk too, shared by the worker processes (None: off)."""
+    global _files
+    _files = files
+
+
 def cache_stats() -> list[CacheStats]:
     return [cache.stats() for cache in (_sources, _frames, _outputs, _luts)]
 
@@ -364,10 +376,18 @@ def render(archive: Archive, ref: InstanceRef, request: RenderRequest | None = N
     cached = _outputs.get(key)
     if cached is not None:
         return cached
+    files = _files
+    if files is not None:
+        kept = files.get(ref.study_uid, key)
+        if kept is not None:
+            _outputs.put(key, kept)
+            return kept
     source = _source(archive, ref)
     decoded = _decoded(source, _instance_key(ref), request.frame)
     data = _render(source, decoded, request)
     _outputs.put(key, data)
+    if files is not None:
+        files.put(ref.study_uid, key, data)
     return data
 
 

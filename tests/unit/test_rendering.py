@@ -609,3 +609,25 @@ def test_prefetch_decodes_every_frame_in_the_background(archive, tmp_path) -> No
     assert stats.entries == 12
     again = R.prefetch(archive, refs)
     assert again.wait(30) and again.frames == 0  # already cached: nothing to do
+
+
+def test_rendered_images_are_shared_through_the_disk(archive, tmp_path, monkeypatch) -> None:
+    """What one worker rendered, another serves from disk without decoding anything."""
+    from pacs.viewer.rendered_files import RenderedFiles
+
+    ref = store(archive, image_dataset(np.arange(64, dtype=np.uint16).reshape(8, 8)), tmp_path)
+    R.configure_rendered_files(RenderedFiles(tmp_path / "rendered", 1 << 20, archive.has_study))
+    try:
+        first = R.render(archive, ref, RenderRequest(format=PNG))
+        R.clear_caches()  # as in another worker process
+
+        def no_decoding(*args: Any) -> Any:
+            raise AssertionError("rendered again instead of read from disk")
+
+        monkeypatch.setattr(R, "_load_source", no_decoding)
+        assert R.render(archive, ref, RenderRequest(format=PNG)) == first
+        with pytest.raises(AssertionError):  # another request is another image
+            R.render(archive, ref, RenderRequest(format=PNG, window=(10, 20)))
+        assert (tmp_path / "rendered" / ref.study_uid).is_dir()
+    finally:
+        R.configure_rendered_files(None)
