@@ -277,6 +277,7 @@ def install(services: WorkerServices) -> None:
     """Plug every feature's background work into a worker. Add new features here."""
     install_core(services)
     install_series_metadata(services)
+    install_rendered_files(services)
     install_consult(services)
 
 
@@ -327,6 +328,19 @@ def install_series_metadata(services: WorkerServices) -> None:
     builder = MetadataBuilder(services.archive, node=services.node)
     services.every(5.0, "series metadata", builder.run_once)
     services.installed.append("series metadata")
+
+
+def install_rendered_files(services: WorkerServices) -> None:
+    """The viewer's rendered images on disk: deleted studies out, size within budget."""
+    try:
+        from pacs.viewer import rendered_files
+    except ImportError:
+        return
+    files = rendered_files.for_settings(services.settings, services.archive)
+    if files is None:
+        return
+    services.every(rendered_files.SWEEP_EVERY_S, "rendered images", files.sweep)
+    services.installed.append("rendered images")
 
 
 def install_consult(services: WorkerServices) -> None:

@@ -9,9 +9,9 @@ Files live under ``<root>/<study UID>/<digest>`` where the digest covers the
 instance's content hash and the whole render request, so a re-sent object with
 new bytes never meets an old image. Writes are atomic (a temporary file, then
 a rename) and never flushed: it is a cache, and a file lost in a crash is
-rendered again. Size is kept under a byte budget by removing the oldest files,
-and the folders of studies no longer in the archive are removed on the same
-sweep, so deleted patients' images do not linger.
+rendered again. Every worker sweeps it each minute (:data:`SWEEP_EVERY_S`):
+the folders of studies no longer in the archive go, so deleted patients'
+images do not linger, then the oldest files beyond the byte budget.
 """
 
 from __future__ import annotations
@@ -22,20 +22,33 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pacs.storage.objects import is_valid_uid
+
+if TYPE_CHECKING:
+    from pacs.archive import Archive
+    from pacs.config import Settings
 
 log = logging.getLogger(__name__)
 
 #: Bumped whenever rendering changes its output, so old files stop matching.
 RENDER_VERSION = "1"
-# Sweep after this many new files (per process), or this long since the last sweep.
-_SWEEP_EVERY_PUTS = 500
-_SWEEP_EVERY_S = 600.0
+#: How often each worker sweeps (pacs.jobs): a deleted study's images go within it.
+SWEEP_EVERY_S = 60.0
+
+
+def for_settings(settings: Settings, archive: Archive) -> RenderedFiles | None:
+    """The node's store of rendered images, or None when ``render_cache_mb`` is 0."""
+    if settings.render_cache_mb <= 0:
+        return None
+    return RenderedFiles(
+        settings.data_dir / "cache" / "rendered",
+        settings.render_cache_mb << 20,
+        archive.has_study,
+    )
 
 
 class RenderedFiles:
@@ -51,9 +64,6 @@ class RenderedFiles:
         self.budget_bytes = budget_bytes
         self.study_exists = study_exists
         self.root.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._puts = 0
-        self._last_sweep = time.monotonic()
 
     def _path(self, study_uid: str, key: object) -> Path | None:
         # Study UIDs were checked at ingest; anything else never becomes a path.
@@ -89,18 +99,6 @@ class RenderedFiles:
                 raise
         except OSError as exc:  # a full or read-only disk only costs a render
             log.debug("rendered image not kept on disk: %s", exc)
-            return
-        with self._lock:
-            self._puts += 1
-            due = (
-                self._puts >= _SWEEP_EVERY_PUTS
-                or time.monotonic() - self._last_sweep > _SWEEP_EVERY_S
-            )
-            if due:
-                self._puts = 0
-                self._last_sweep = time.monotonic()
-        if due:
-            self.sweep()
 
     def forget_study(self, study_uid: str) -> None:
         if self._path(study_uid, "") is not None:

@@ -30,19 +30,10 @@ log = logging.getLogger(__name__)
 
 
 def _web_app(settings: Settings, archive: Archive) -> Flask:
-    from pacs.viewer import dashboard, rendering
-    from pacs.viewer.rendered_files import RenderedFiles
+    from pacs.viewer import dashboard, rendered_files, rendering
 
     rendering.configure_caches(frame_bytes=settings.frame_cache_mb << 20)
-    rendering.configure_rendered_files(
-        RenderedFiles(
-            settings.data_dir / "cache" / "rendered",
-            settings.render_cache_mb << 20,
-            archive.has_study,
-        )
-        if settings.render_cache_mb > 0
-        else None
-    )
+    rendering.configure_rendered_files(rendered_files.for_settings(settings, archive))
     app = create_app(settings, archive)
     # Idempotent: a no-op once create_app registers the dashboard itself.
     dashboard.register(app, archive)
