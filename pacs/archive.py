@@ -276,6 +276,7 @@ class Archive:
         # parse and look up meanwhile (the flush is the slowest step of a store).
         synced = self._pool.submit(fsync_path, path) if consume and self._local else None
         digest = self._pool.submit(sha256_file, path) if known is None else None
+        intent_id: int | None = None
         try:
             try:
                 parsed = read_instance(path)
@@ -289,38 +290,27 @@ class Archive:
                 )
             existing = self.index.existing(header.sop_instance_uid)
             sha256, size = digest.result() if digest is not None else _known(known)
+            already = self._known_instance(header, existing, sha256, size, source)
+            if already is not None:
+                return already
+            self._check_space(size)
+            key = instance_key(
+                header.study_instance_uid, header.series_instance_uid, header.sop_instance_uid
+            )
+            # Recorded while the flush still runs: the object only enters the store after it.
+            intent_id = self.index.add_intent(key, sha256, self.node)
         finally:
             # Never leave a flush running on a file the caller may delete.
             if synced is not None:
-                synced.result()
-        if existing is not None and existing.sha256 == sha256:
-            log.debug("duplicate %s from %s", header.sop_instance_uid, source.describe())
-            return self._result(StoreStatus.DUPLICATE, header, size)
-        if existing is not None:
-            policy = self.settings.duplicate_policy
-            if policy == "keep":
-                log.warning(
-                    "different object under known SOP Instance %s from %s: kept the archived "
-                    "one (duplicate_policy=keep)",
-                    header.sop_instance_uid,
-                    source.describe(),
-                )
-                return self._result(StoreStatus.KEPT_EXISTING, header, size)
-            if policy == "reject":
-                log.warning(
-                    "refused different object under known SOP Instance %s from %s "
-                    "(duplicate_policy=reject)",
-                    header.sop_instance_uid,
-                    source.describe(),
-                )
-                raise DuplicateInstance(
-                    f"SOP Instance {header.sop_instance_uid} is archived with different content"
-                )
-        self._check_space(size)
-        key = instance_key(
-            header.study_instance_uid, header.series_instance_uid, header.sop_instance_uid
+                try:
+                    synced.result()
+                except BaseException:
+                    if intent_id is not None:
+                        self.index.drop_intent(intent_id)
+                    raise
+        outcome = self._put_and_record(
+            path, header, key, sha256, size, source, consume, existing, intent_id
         )
-        outcome = self._put_and_record(path, header, key, sha256, size, source, consume, existing)
         replaced = outcome.replaced
         if replaced is not None:
             log.warning(
@@ -367,8 +357,8 @@ class Archive:
         source: Source,
         consume: bool,
         existing: Existing | None,
+        intent_id: int,
     ) -> RecordOutcome:
-        intent_id = self.index.add_intent(key, sha256, self.node)
         try:
             self.objects.put_file(key, path, consume=consume, synced=consume and self._local)
         except BaseException:
@@ -392,6 +382,42 @@ class Archive:
                 self._delete_object_quietly(key)
                 self.index.drop_intent(intent_id)
             raise
+
+    def _known_instance(
+        self,
+        header: InstanceHeader,
+        existing: Existing | None,
+        sha256: str,
+        size: int,
+        source: Source,
+    ) -> StoreResult | None:
+        """The answer when the SOP Instance is archived already and nothing is to be
+        stored (a duplicate, or duplicate_policy keep); raises for policy reject."""
+        if existing is None:
+            return None
+        if existing.sha256 == sha256:
+            log.debug("duplicate %s from %s", header.sop_instance_uid, source.describe())
+            return self._result(StoreStatus.DUPLICATE, header, size)
+        policy = self.settings.duplicate_policy
+        if policy == "keep":
+            log.warning(
+                "different object under known SOP Instance %s from %s: kept the archived "
+                "one (duplicate_policy=keep)",
+                header.sop_instance_uid,
+                source.describe(),
+            )
+            return self._result(StoreStatus.KEPT_EXISTING, header, size)
+        if policy == "reject":
+            log.warning(
+                "refused different object under known SOP Instance %s from %s "
+                "(duplicate_policy=reject)",
+                header.sop_instance_uid,
+                source.describe(),
+            )
+            raise DuplicateInstance(
+                f"SOP Instance {header.sop_instance_uid} is archived with different content"
+            )
+        return None
 
     @staticmethod
     def _result(status: StoreStatus, h: InstanceHeader, size: int) -> StoreResult:

@@ -49,10 +49,13 @@ from pacs.scp.tuning import (
     send_buffers,
     send_lock,
 )
+from pacs.storage.writeback import start_writeback
 
 log = logging.getLogger(__name__)
 
 C_STORE_RQ = 0x0001
+# Start the disk write of a spooled data set every this many bytes.
+WRITEBACK_STEP = 256 * 1024
 NO_DATA_SET = 0x0101
 # PS3.7 C.4.2.1.4: refused by the SCP for a reason of its own ("Cannot understand").
 PROCESSING_FAILURE = 0xC211
@@ -264,6 +267,7 @@ class StoreReceiver:
         self._path: Path | None = None
         self._digest: Any = None
         self._size = 0
+        self._flushing = 0  # bytes whose write-back was started
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ PDU level
@@ -321,7 +325,9 @@ class StoreReceiver:
     def _begin(self, request: StoreRequest, transfer_syntax: str) -> None:
         fd, name = tempfile.mkstemp(suffix=".dcm", dir=self.spool_dir)
         with self._lock:
-            self._file = os.fdopen(fd, "wb")
+            # Unbuffered: what was written is in the page cache, ready for write-back.
+            self._file = os.fdopen(fd, "wb", buffering=0)
+            self._flushing = 0
             self._path = Path(name)
             self._request = request
             self._digest = hashlib.sha256()
@@ -339,9 +345,16 @@ class StoreReceiver:
         self._write(b"\x00" * 128 + b"DICM" + file_meta_bytes(meta))
 
     def _write(self, data: bytes | memoryview) -> None:
-        self._file.write(data)
+        view = memoryview(data)
+        while view:
+            view = view[self._file.write(view) :]
         self._digest.update(data)
         self._size += len(data)
+        if self._size - self._flushing >= WRITEBACK_STEP:
+            # The archive fsyncs the file before acknowledging it: start the disk
+            # writes now so that flush has only the tail left to wait for.
+            start_writeback(self._file.fileno(), self._flushing, self._size - self._flushing)
+            self._flushing = self._size
 
     def _store_fragment(
         self, context_id: int, is_command: bool, last: bool, data: memoryview

@@ -328,3 +328,29 @@ def test_unusual_store_responses_are_left_to_pynetdicom() -> None:
     a_request = b"".join(_items(_store_message(_data_set(100)), 16384)[:1])
     assert receive.store_response(memoryview(a_request)) is None
     assert receive.store_response(memoryview(b"\x00\x00\x00\x10")) is None
+
+
+def test_disk_writes_start_while_the_data_set_arrives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pacs.storage import writeback
+
+    assert writeback.available()  # Linux: the final fsync only waits for the tail
+    started: list[tuple[int, int]] = []
+    real = receive.start_writeback
+
+    def record(fd: int, offset: int, length: int) -> None:
+        started.append((offset, length))
+        real(fd, offset, length)
+
+    monkeypatch.setattr(receive, "start_writeback", record)
+    _left, right = socket.socketpair()  # the peer's end: the response goes there
+    handler = Recorder()
+    receiver = receive.StoreReceiver(FakeAssoc(right), handler, tmp_path)
+    for body in _pdus(_items(_store_message(_data_set(700_000)), 16384), 1):
+        receiver.feed(memoryview(body))
+    ((_, spooled_bytes, _),) = handler.calls
+    assert len(started) == len(spooled_bytes) // receive.WRITEBACK_STEP
+    assert [offset for offset, _ in started] == [
+        sum(length for _, length in started[:i]) for i in range(len(started))
+    ]
