@@ -50,8 +50,7 @@ from pacs.scp.tuning import (
     FileMeta,
     command_bytes,
     file_meta_bytes,
-    pdu_header,
-    pdv_chunks,
+    message_buffers,
     send_buffers,
     send_lock,
 )
@@ -438,10 +437,9 @@ class StoreReceiver:
         sock = assoc_socket.socket if assoc_socket is not None else None
         if sock is None:
             return
-        buffers: list[bytes | memoryview] = []
-        for offset, size, last in pdv_chunks(len(command), self.assoc.dimse.maximum_pdu_size):
-            buffers.append(pdu_header(request.context_id, 0x03 if last else 0x01, size))
-            buffers.append(command[offset : offset + size])
+        buffers = message_buffers(
+            command, b"", request.context_id, self.assoc.dimse.maximum_pdu_size
+        )
         with send_lock(assoc_socket):
             send_buffers(sock, buffers)
 

@@ -36,7 +36,14 @@ from pynetdicom.dsutils import encode
 from pynetdicom.presentation import PresentationContext, build_context
 
 from pacs import metrics
-from pacs.scp.tuning import command_bytes, pdu_header, pdv_chunks, send_buffers, send_lock
+from pacs.scp.tuning import (
+    command_bytes,
+    message_buffers,
+    pdu_header,
+    pdv_chunks,
+    send_buffers,
+    send_lock,
+)
 from pacs.storage.index import InstanceRef
 
 log = logging.getLogger(__name__)
@@ -191,11 +198,7 @@ def _fast_send(
     try:
         with path.open("rb") as fh, send_lock(assoc_socket):
             length = os.fstat(fh.fileno()).st_size - ref.dataset_offset
-            buffers: list[bytes | memoryview] = []
-            for offset, size, last in pdv_chunks(len(command), max_pdu):
-                buffers.append(pdu_header(context_id, 0x03 if last else 0x01, size))
-                buffers.append(command[offset : offset + size])
-            send_buffers(sock, buffers)
+            send_buffers(sock, message_buffers(command, b"", context_id, max_pdu))
             fh.seek(ref.dataset_offset)
             step = length if max_pdu == 0 else max(1, max_pdu - 6)
             # Whole fragments per window, so PDU boundaries never split a read.

@@ -27,6 +27,9 @@ matches, C-MOVE/C-GET progress) are encoded from their primitive by
 :func:`command_bytes` instead of through a DIMSE message object and a pydicom
 command data set, and C-FIND identifiers that can encode themselves
 (:class:`PreEncoded`) skip pydicom's writer: per C-FIND match 0.55 → 0.2 ms.
+Those bytes are then written to the socket by the sending thread itself
+(:func:`send_direct`) rather than queued for the DUL thread's next poll: 506
+C-FIND matches through ``findscu`` 115 → 77 ms.
 
 All of this is tied to pynetdicom's internals, hence the pinned version in
 pyproject.toml and the byte-for-byte tests in tests/unit/test_scp_tuning.py.
@@ -37,6 +40,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import functools
+import logging
 import socket
 import struct
 import threading
@@ -56,6 +60,8 @@ import pynetdicom.pdu_primitives
 import pynetdicom.service_class
 import pynetdicom.transport
 from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+log = logging.getLogger(__name__)
 
 FAST = 0.00005
 IDLE_AFTER = 0.05
@@ -268,6 +274,57 @@ def pdu_header(context_id: int, control: int, size: int) -> bytes:
     return struct.pack(">BBLLBB", 0x04, 0x00, size + 6, size + 2, context_id, control)
 
 
+def message_buffers(
+    command: bytes, data_set: bytes | memoryview, context_id: int, max_pdu: int
+) -> list[bytes | memoryview]:
+    """A DIMSE message as the bytes of its P-DATA-TF PDUs, one PDV each (PS3.8 E.2):
+    what pynetdicom's DUL writes for :func:`message_pdata`'s primitives."""
+    buffers: list[bytes | memoryview] = []
+    for payload, more, last in ((command, 0x01, 0x03), (data_set, 0x00, 0x02)):
+        for offset, size, final in pdv_chunks(len(payload), max_pdu) if payload else ():
+            buffers.append(pdu_header(context_id, last if final else more, size))
+            buffers.append(payload[offset : offset + size])
+    return buffers
+
+
+# Sending a message ourselves would hide it from listeners of these events.
+_SEND_EVENTS = (
+    pynetdicom.events.EVT_DIMSE_SENT,
+    pynetdicom.events.EVT_PDU_SENT,
+    pynetdicom.events.EVT_DATA_SENT,
+)
+
+
+def send_direct(dimse: Any, command: bytes, data_set: bytes, context_id: int) -> bool:
+    """Write a DIMSE message to the association's socket from the calling thread.
+
+    pynetdicom queues each P-DATA primitive for its DUL thread, which wakes on its
+    next poll, runs the state machine and encodes a PDU object: per C-FIND match
+    that hand-over cost more than the match itself. Sending P-DATA in Sta6 does
+    not change the state (PS3.8 9.2, DT-1), so the bytes may go out directly,
+    whole under the socket's send lock. Returns False, having sent nothing, when
+    the association is not in Sta6, the DUL still has primitives queued (they
+    must go first), or something listens to sent-data events.
+    """
+    dul = dimse.dul
+    assoc_socket = dul.socket
+    sock = getattr(assoc_socket, "socket", None)
+    if sock is None or dul.state_machine.current_state != "Sta6":
+        return False
+    if not dul.to_provider_queue.empty():
+        return False
+    if any(dimse.assoc.get_handlers(event) for event in _SEND_EVENTS):
+        return False
+    buffers = message_buffers(command, data_set, context_id, dimse.maximum_pdu_size)
+    try:
+        with send_lock(assoc_socket):
+            send_buffers(sock, buffers)
+    except OSError as exc:
+        # The peer is gone; the DUL notices on its next read and ends the association.
+        log.info("could not send a DIMSE message: %s", exc)
+    return True
+
+
 def message_pdata(command: bytes, data_set: bytes, context_id: int, max_pdu: int) -> list[Any]:
     """A DIMSE message as the P-DATA primitives pynetdicom's DUL sends (PS3.8 E.2)."""
     primitives = []
@@ -419,6 +476,8 @@ def install() -> None:
             command = command_bytes(primitive, message, data_set is not None)
             if command is not None:
                 encoded = data_set.getvalue() if data_set is not None else b""
+                if send_direct(self, command, encoded, context_id):
+                    return
                 for pdata in message_pdata(command, encoded, context_id, self.maximum_pdu_size):
                     self.dul.send_pdu(pdata)
                 return

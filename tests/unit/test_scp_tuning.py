@@ -4,6 +4,7 @@ They reach into pynetdicom internals, so these tests pin down what they rely on.
 """
 
 import io
+import queue
 import socket
 import threading
 
@@ -11,6 +12,7 @@ import pynetdicom
 import pynetdicom.association
 import pynetdicom.dimse_messages
 import pynetdicom.dul
+import pynetdicom.pdu
 import pynetdicom.transport
 import pytest
 from pydicom.dataset import Dataset
@@ -292,3 +294,58 @@ def test_what_the_direct_encoder_cannot_write_is_left_to_pynetdicom() -> None:
         ErrorComment="tệp hỏng",  # not ASCII: pydicom's charset rules apply
     )
     assert tuning.command_bytes(refused, "C-STORE-RSP", False) is None
+
+
+@pytest.mark.parametrize("max_pdu", [0, 16384, 40], ids=["unlimited", "16k", "fragmented"])
+@pytest.mark.parametrize("name", list(_primitives()))
+def test_message_bytes_are_the_pdus_pynetdicoms_dul_would_write(name: str, max_pdu: int) -> None:
+    primitive, message_name = _primitives()[name]
+    data_set = getattr(primitive, "DataSet", None) or getattr(primitive, "Identifier", None)
+    command = tuning.command_bytes(primitive, message_name, data_set is not None)
+    assert command is not None
+    encoded = data_set.getvalue() if data_set is not None else b""
+    theirs = b"".join(_encoded_pdu(p) for p in tuning.message_pdata(command, encoded, 3, max_pdu))
+    ours = b"".join(bytes(b) for b in tuning.message_buffers(command, encoded, 3, max_pdu))
+    assert ours == theirs
+
+
+def _encoded_pdu(pdata: object) -> bytes:
+    pdu = pynetdicom.pdu.P_DATA_TF()
+    pdu.from_primitive(pdata)
+    return pdu.encode()
+
+
+class _FakeDul:
+    def __init__(self, sock: socket.socket | None, state: str = "Sta6") -> None:
+        self.socket = type("AssocSocket", (), {})()
+        self.socket.socket = sock
+        self.state_machine = type("Machine", (), {"current_state": state})()
+        self.to_provider_queue: queue.Queue[object] = queue.Queue()
+
+
+class _FakeDimse:
+    def __init__(self, dul: _FakeDul, handlers: list[object] | None = None) -> None:
+        self.dul = dul
+        self.maximum_pdu_size = 16384
+        self.assoc = type("Assoc", (), {"get_handlers": lambda self, event: handlers or []})()
+
+
+def test_send_direct_writes_the_message_in_sta6_only() -> None:
+    left, right = socket.socketpair()
+    left.settimeout(5)
+    command, identifier = b"\x00" * 20, b"\x08\x00\x52\x00" * 10
+    expected = b"".join(bytes(b) for b in tuning.message_buffers(command, identifier, 1, 16384))
+
+    assert tuning.send_direct(_FakeDimse(_FakeDul(right)), command, identifier, 1)
+    assert left.recv(len(expected), socket.MSG_WAITALL) == expected
+
+    releasing = _FakeDul(right, state="Sta8")
+    assert not tuning.send_direct(_FakeDimse(releasing), command, identifier, 1)
+    queued = _FakeDul(right)
+    queued.to_provider_queue.put("an earlier message")
+    assert not tuning.send_direct(_FakeDimse(queued), command, identifier, 1)
+    observed = _FakeDimse(_FakeDul(right), handlers=["a listener"])
+    assert not tuning.send_direct(observed, command, identifier, 1)
+    left.setblocking(False)
+    with pytest.raises(BlockingIOError):  # none of the refusals wrote anything
+        left.recv(1)
