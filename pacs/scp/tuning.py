@@ -311,6 +311,10 @@ def send_direct(dimse: Any, command: bytes, data_set: bytes, context_id: int) ->
     sock = getattr(assoc_socket, "socket", None)
     if sock is None or dul.state_machine.current_state != "Sta6":
         return False
+    if getattr(dimse, "_pacs_queued", False):
+        # A message went through the DUL's queue before: its thread may have taken it
+        # from the queue and not written it yet, so everything after it queues too.
+        return False
     if not dul.to_provider_queue.empty():
         return False
     if any(dimse.assoc.get_handlers(event) for event in _SEND_EVENTS):
@@ -478,9 +482,11 @@ def install() -> None:
                 encoded = data_set.getvalue() if data_set is not None else b""
                 if send_direct(self, command, encoded, context_id):
                     return
+                self._pacs_queued = True
                 for pdata in message_pdata(command, encoded, context_id, self.maximum_pdu_size):
                     self.dul.send_pdu(pdata)
                 return
+        self._pacs_queued = True
         send_msg(self, primitive, context_id)
 
     pynetdicom.dimse.DIMSEServiceProvider.send_msg = _send_msg  # type: ignore[method-assign]

@@ -346,6 +346,9 @@ def test_send_direct_writes_the_message_in_sta6_only() -> None:
     assert not tuning.send_direct(_FakeDimse(queued), command, identifier, 1)
     observed = _FakeDimse(_FakeDul(right), handlers=["a listener"])
     assert not tuning.send_direct(observed, command, identifier, 1)
+    after_a_queued_message = _FakeDimse(_FakeDul(right))
+    after_a_queued_message._pacs_queued = True  # type: ignore[attr-defined]
+    assert not tuning.send_direct(after_a_queued_message, command, identifier, 1)
     left.setblocking(False)
     with pytest.raises(BlockingIOError):  # none of the refusals wrote anything
         left.recv(1)
