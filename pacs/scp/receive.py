@@ -44,6 +44,7 @@ from typing import Any
 import pynetdicom
 import pynetdicom.dul
 import pynetdicom.events
+from pydicom.dataset import Dataset
 from pynetdicom.dimse_primitives import C_STORE
 
 from pacs.scp.tuning import (
@@ -63,6 +64,8 @@ NO_DATA_SET = 0x0101
 # PS3.4 B.2.3: a failure of the SCP's own ("Cannot understand"), as pynetdicom answers
 # when its handler raises.
 PROCESSING_FAILURE = 0xC211
+# PS3.4 B.2.3: "Refused: Out of Resources".
+OUT_OF_RESOURCES = 0xA700
 # Start the disk write of a spooled data set every this many bytes.
 WRITEBACK_STEP = 256 * 1024
 
@@ -136,6 +139,13 @@ class Spooled:
 
 #: Archives a spooled C-STORE for an association: a status, or a status data set.
 StoreHandler = Callable[[Any, StoreRequest, Spooled], Any]
+
+
+def _failure(status: int, comment: str) -> Dataset:
+    ds = Dataset()
+    ds.Status = status
+    ds.ErrorComment = comment[:64]  # LO
+    return ds
 
 
 def command_elements(encoded: bytes | bytearray | memoryview) -> dict[int, bytes]:
@@ -274,6 +284,7 @@ class StoreReceiver:
         self._digest: Any = None
         self._size = 0
         self._flushing = 0  # bytes whose write-back was started
+        self._failed: str | None = None  # why the spool could not take the data set
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ PDU level
@@ -329,15 +340,12 @@ class StoreReceiver:
     # ------------------------------------------------------------ spooling
 
     def _begin(self, request: StoreRequest, transfer_syntax: str) -> None:
-        fd, name = tempfile.mkstemp(suffix=".dcm", dir=self.spool_dir)
         with self._lock:
-            # Unbuffered: what was written is in the page cache, ready for write-back.
-            self._file = os.fdopen(fd, "wb", buffering=0)
-            self._flushing = 0
-            self._path = Path(name)
             self._request = request
+            self._failed = None
             self._digest = hashlib.sha256()
             self._size = 0
+            self._flushing = 0
             self.mode = self.STORE
         meta = FileMeta(
             (
@@ -348,7 +356,15 @@ class StoreReceiver:
                 pynetdicom.PYNETDICOM_IMPLEMENTATION_VERSION,
             )
         )
-        self._write(b"\x00" * 128 + b"DICM" + file_meta_bytes(meta))
+        with self._lock:
+            try:
+                fd, name = tempfile.mkstemp(suffix=".dcm", dir=self.spool_dir)
+                self._path = Path(name)
+                # Unbuffered: what was written is in the page cache, ready for write-back.
+                self._file = os.fdopen(fd, "wb", buffering=0)
+                self._write(b"\x00" * 128 + b"DICM" + file_meta_bytes(meta))
+            except OSError as exc:
+                self._fail(exc)
 
     def _write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
@@ -362,11 +378,31 @@ class StoreReceiver:
             start_writeback(self._file.fileno(), self._flushing, self._size - self._flushing)
             self._flushing = self._size
 
+    def _fail(self, exc: OSError) -> None:
+        """The spool cannot take the data set (a full disk): drop what was written and
+        read the rest of it without keeping it, to answer with a failure status."""
+        request = self._request
+        log.warning(
+            "C-STORE %s: cannot spool the data set: %s",
+            request.sop_instance_uid if request else "?",
+            exc,
+        )
+        self._failed = f"cannot spool the data set: {exc.strerror or exc}"
+        file, path = self._file, self._path
+        self._file = self._path = None
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
+        if path is not None:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
     def _store_fragment(
         self, context_id: int, is_command: bool, last: bool, data: memoryview
     ) -> None:
         request = self._request
-        assert request is not None
+        if request is None:  # discarded meanwhile: the association is ending
+            return
         if is_command or context_id != request.context_id:
             raise ProtocolError(
                 f"C-STORE {request.sop_instance_uid}: PDV of context {context_id} "
@@ -374,30 +410,38 @@ class StoreReceiver:
                 f"{request.context_id}"
             )
         with self._lock:
-            if self._file is None:  # discarded meanwhile: the association is ending
+            if self._request is not request:
                 return
-            self._write(data)
+            if self._failed is None:
+                try:
+                    self._write(data)
+                except OSError as exc:
+                    self._fail(exc)
         if last:
             self._finish(request)
 
     def _finish(self, request: StoreRequest) -> None:
         with self._lock:
-            file, path = self._file, self._path
+            if self._request is not request:
+                return
+            file, path, failed = self._file, self._path, self._failed
             self._file = self._path = self._request = None
             self.mode = self.IDLE
-        if file is None or path is None:
-            return
-        file.close()
-        spooled = Spooled(path, self._digest.hexdigest(), self._size)
-        try:
-            status = self.handler(self.assoc, request, spooled)
-        except Exception:
-            log.exception("C-STORE %s: the store handler failed", request.sop_instance_uid)
-            status = PROCESSING_FAILURE
-        finally:
-            # Archived files were moved away; anything left is ours to remove.
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        if failed is not None:
+            status: Any = _failure(OUT_OF_RESOURCES, failed)
+        else:
+            assert file is not None and path is not None
+            file.close()
+            spooled = Spooled(path, self._digest.hexdigest(), self._size)
+            try:
+                status = self.handler(self.assoc, request, spooled)
+            except Exception:
+                log.exception("C-STORE %s: the store handler failed", request.sop_instance_uid)
+                status = PROCESSING_FAILURE
+            finally:
+                # Archived files were moved away; anything left is ours to remove.
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
         if self.assoc.is_established:
             self._respond(request, status)
 
@@ -407,10 +451,11 @@ class StoreReceiver:
             file, path = self._file, self._path
             self._file = self._path = self._request = None
             self.mode = self.IDLE
-        if file is None or path is None:
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
+        if path is None:
             return
-        with contextlib.suppress(OSError):
-            file.close()
         with contextlib.suppress(OSError):
             path.unlink()
         log.info("discarded a partially received C-STORE (%s): %s", path.name, why)

@@ -8,6 +8,7 @@ to the same message, and the response on the socket must be a valid C-STORE-RSP.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import socket
@@ -354,3 +355,42 @@ def test_disk_writes_start_while_the_data_set_arrives(
     assert [offset for offset, _ in started] == [
         sum(length for _, length in started[:i]) for i in range(len(started))
     ]
+
+
+class _DiskFillsUp(receive.StoreReceiver):
+    """A spool that takes ``room`` writes, then reports a full disk."""
+
+    room = 3
+
+    def _write(self, data: bytes | memoryview) -> None:
+        if self.room == 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= 1
+        super()._write(data)
+
+
+@pytest.mark.parametrize("room", [0, 3], ids=["at-once", "mid-transfer"])
+def test_a_full_spool_is_answered_out_of_resources(tmp_path: Path, room: int) -> None:
+    left, right = socket.socketpair()
+    handler = Recorder()
+    receiver = _DiskFillsUp(FakeAssoc(right), handler, tmp_path)
+    receiver.room = room
+    for body in _pdus(_items(_store_message(_data_set(200_000)), 16384), 1):
+        assert receiver.feed(memoryview(body)) == []
+    rsp = _response(left).command_set
+    assert rsp.Status == 0xA700
+    assert "No space left on device" in rsp.ErrorComment
+    assert handler.calls == [] and list(tmp_path.iterdir()) == []
+    # The association goes on: the next instance is received normally.
+    receiver.room = 1000
+    for body in _pdus(_items(_store_message(_data_set(2000), message_id=8), 16384), 1):
+        receiver.feed(memoryview(body))
+    assert _response(left).command_set.Status == 0x0000 and len(handler.calls) == 1
+
+
+def test_a_missing_spool_folder_is_answered_out_of_resources(tmp_path: Path) -> None:
+    left, right = socket.socketpair()
+    receiver = receive.StoreReceiver(FakeAssoc(right), Recorder(), tmp_path / "gone")
+    for body in _pdus(_items(_store_message(_data_set(2000)), 16384), 1):
+        receiver.feed(memoryview(body))
+    assert _response(left).command_set.Status == 0xA700
