@@ -37,7 +37,7 @@ def test_pinned_pynetdicom_version_is_the_one_tuned_for() -> None:
 def test_install_replaces_the_polling_sleep_and_socket_methods() -> None:
     tuning.install()
     assert tuning.is_installed()
-    assert pynetdicom.dul.time.sleep is tuning.adaptive_sleep
+    assert pynetdicom.dul.time.sleep is tuning.dul_sleep
     assert pynetdicom.association.time.sleep is tuning.adaptive_sleep
     assert pynetdicom.dul.time.monotonic is not None  # everything else is the real module
     assert pynetdicom.transport.AssociationSocket.recv is tuning._recv_pdu
@@ -352,3 +352,28 @@ def test_send_direct_writes_the_message_in_sta6_only() -> None:
     left.setblocking(False)
     with pytest.raises(BlockingIOError):  # none of the refusals wrote anything
         left.recv(1)
+
+
+def test_a_dul_in_sta6_waits_for_the_peer_instead_of_polling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _left, right = socket.socketpair()
+    waits: list[tuple[list[object], float]] = []
+    polls: list[float] = []
+    monkeypatch.setattr(
+        tuning.select, "select", lambda r, w, x, timeout: waits.append((r, timeout)) or ([], [], [])
+    )
+    monkeypatch.setattr(tuning, "adaptive_sleep", polls.append)
+    dul = _FakeDul(right)
+    monkeypatch.setattr(tuning._state, "dul", dul, raising=False)
+
+    tuning.dul_sleep(0.001)
+    assert waits == [([right], tuning._DUL_WAIT)] and polls == []
+
+    dul.to_provider_queue.put("something to send")  # it must not wait behind the peer
+    tuning.dul_sleep(0.001)
+    releasing = _FakeDul(right, state="Sta8")
+    monkeypatch.setattr(tuning._state, "dul", releasing)
+    tuning.dul_sleep(0.001)
+    tuning.dul_sleep(0.2)  # pynetdicom's own longer sleeps stay sleeps
+    assert len(waits) == 1 and polls == [0.001, 0.001, 0.2]
