@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -235,17 +235,25 @@ def _time(value: str) -> str:
     return whole.ljust(6, "0") + ("." + fraction if dot and fraction else "")
 
 
-class _TrackedFile(io.RawIOBase):
-    """A read-only file that keeps its own position.
+class PositionedReader(io.RawIOBase):
+    """A seekable, read-only stream over positioned reads, keeping its own position.
 
-    pydicom asks the file for its position about 55 times per header, and
-    ``tell`` on a real file is an ``lseek`` system call each time, which also
-    gives the GIL away: under concurrent stores, a hand-over between threads each.
+    ``read_into(view, offset)`` fills ``view`` from ``offset`` and returns the count:
+    ``os.preadv`` on a local file, a ranged request to a remote object. pydicom asks
+    its stream for the position about 55 times per header; on a real file each
+    ``tell`` was an ``lseek`` system call, which also gives the GIL away.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self,
+        read_into: Callable[[memoryview, int], int],
+        size: int,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__()
-        self._fd = os.open(path, os.O_RDONLY)
+        self._read_into = read_into
+        self._size = size
+        self._on_close = on_close
         self._position = 0
 
     def readable(self) -> bool:
@@ -254,30 +262,54 @@ class _TrackedFile(io.RawIOBase):
     def seekable(self) -> bool:
         return True
 
-    def fileno(self) -> int:
-        return self._fd
-
     def tell(self) -> int:
         return self._position
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        self._position = os.lseek(self._fd, offset, whence)
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
         return self._position
 
     def readinto(self, buffer: Any) -> int:
-        count = os.readv(self._fd, [buffer])
+        wanted = min(len(buffer), self._size - self._position)
+        if wanted <= 0:
+            return 0
+        with memoryview(buffer) as view:
+            count = self._read_into(view[:wanted], self._position)
         self._position += count
         return count
 
     def close(self) -> None:
-        if not self.closed:
-            os.close(self._fd)
+        if not self.closed and self._on_close is not None:
+            self._on_close()
         super().close()
+
+
+def positioned_stream(
+    read_into: Callable[[memoryview, int], int],
+    size: int,
+    buffer_size: int,
+    on_close: Callable[[], None] | None = None,
+) -> BinaryIO:
+    """A buffered :class:`PositionedReader`: many small reads cost one positioned read."""
+    reader = PositionedReader(read_into, size, on_close)
+    return io.BufferedReader(reader, buffer_size)  # type: ignore[return-value]
 
 
 def open_for_parsing(path: str | Path) -> BinaryIO:
     """``open(path, "rb")`` for pydicom's readers: buffered, with a free ``tell``."""
-    return io.BufferedReader(_TrackedFile(path), _PARSE_BUFFER)  # type: ignore[return-value]
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+    except OSError:
+        os.close(fd)
+        raise
+    return positioned_stream(
+        lambda view, offset: os.preadv(fd, [view], offset),
+        size,
+        _PARSE_BUFFER,
+        on_close=lambda: os.close(fd),
+    )
 
 
 def _read_meta(fp: BinaryIO) -> tuple[FileMetaDataset, int]:

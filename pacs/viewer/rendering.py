@@ -46,7 +46,7 @@ from PIL import Image
 from pydicom.pixels.utils import pack_bits
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from pacs.dicomfile import open_for_parsing
+from pacs.dicomfile import open_for_parsing, positioned_stream
 from pacs.errors import FrameDecodeError, InvalidQuery, NotFound, PacsError
 from pacs.viewer.framecache import ByteLRU, CacheStats
 from pacs.viewer.overlays import OverlayPlane
@@ -312,42 +312,16 @@ def _load_source(archive: Archive, ref: InstanceRef) -> PixelSource:
     return source
 
 
-class _RangeReader(io.RawIOBase):
-    """A seekable, read-only stream over ``read(start, length)`` calls to a remote object."""
+def _ranged_stream(read: Callable[[int, int], bytes], size: int) -> BinaryIO:
+    """A seekable stream over ``read(start, length)`` calls to a remote object."""
 
-    def __init__(self, read: Callable[[int, int], bytes], size: int) -> None:
-        super().__init__()
-        self._read = read
-        self._size = size
-        self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
-        self._position = max(0, base + offset)
-        return self._position
-
-    def readinto(self, buffer: Any) -> int:
-        wanted = min(len(buffer), self._size - self._position)
-        if wanted <= 0:
-            return 0
-        data = self._read(self._position, wanted)
-        buffer[: len(data)] = data
-        self._position += len(data)
+    def read_into(view: memoryview, offset: int) -> int:
+        data = read(offset, len(view))
+        view[: len(data)] = data
         return len(data)
 
-
-def _ranged_stream(read: Callable[[int, int], bytes], size: int) -> BinaryIO:
     # Buffered so that parsing the header (many small reads) costs one request.
-    return io.BufferedReader(_RangeReader(read, size), buffer_size=256 << 10)  # type: ignore[return-value]
+    return positioned_stream(read_into, size, 256 << 10)
 
 
 def _decoded(source: PixelSource, key: tuple[str, str], index: int) -> DecodedFrame:
