@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -132,9 +132,10 @@ def sha256_stream(stream: BinaryIO) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _known(digest: tuple[str, int] | None) -> tuple[str, int]:
-    assert digest is not None
-    return digest
+def _completed(value: tuple[str, int]) -> Future[tuple[str, int]]:
+    done: Future[tuple[str, int]] = Future()
+    done.set_result(value)
+    return done
 
 
 class Archive:
@@ -275,7 +276,7 @@ class Archive:
         # The disk flush and the checksum release the GIL: start them now and
         # parse and look up meanwhile (the flush is the slowest step of a store).
         synced = self._pool.submit(fsync_path, path) if consume and self._local else None
-        digest = self._pool.submit(sha256_file, path) if known is None else None
+        digest = self._pool.submit(sha256_file, path) if known is None else _completed(known)
         intent_id: int | None = None
         try:
             try:
@@ -289,7 +290,7 @@ class Archive:
                     "instance %s from %s: %s", header.sop_instance_uid, source.describe(), note
                 )
             existing = self.index.existing(header.sop_instance_uid)
-            sha256, size = digest.result() if digest is not None else _known(known)
+            sha256, size = digest.result()
             already = self._known_instance(header, existing, sha256, size, source)
             if already is not None:
                 return already

@@ -49,11 +49,7 @@ from pynetdicom.dimse_primitives import C_STORE
 
 from pacs.scp.tuning import (
     FileMeta,
-    command_bytes,
     file_meta_bytes,
-    message_buffers,
-    send_buffers,
-    send_lock,
 )
 from pacs.storage.writeback import start_writeback
 
@@ -474,19 +470,9 @@ class StoreReceiver:
             comment = status.get("ErrorComment")
             if comment:
                 rsp.ErrorComment = str(comment)
-        command = command_bytes(rsp, "C-STORE-RSP", False)
-        if command is None:  # a comment pydicom must encode: pynetdicom sends it
-            self.assoc.dimse.send_msg(rsp, request.context_id)
-            return
-        assoc_socket = self.assoc.dul.socket
-        sock = assoc_socket.socket if assoc_socket is not None else None
-        if sock is None:
-            return
-        buffers = message_buffers(
-            command, b"", request.context_id, self.assoc.dimse.maximum_pdu_size
-        )
-        with send_lock(assoc_socket):
-            send_buffers(sock, buffers)
+        # Through the shared sender (pacs.scp.tuning): written directly to the socket in
+        # Sta6, queued behind anything pynetdicom still has to send otherwise.
+        self.assoc.dimse.send_msg(rsp, request.context_id)
 
 
 # ---------------------------------------------------------------- the DUL hook

@@ -131,19 +131,14 @@ _CACHE_SIZE = 20000
 _SEL_EXISTING = select(
     Instance.id, Instance.series_pk, Instance.size_bytes, Instance.sha256, Instance.object_key
 ).where(Instance.sop_uid == bindparam("b_sop"))
-_SEL_REF_BY_PK = (
+_SEL_REFS = (
     select(*_REF_COLUMNS)
     .join(Series, Instance.series_pk == Series.id)
     .join(Study, Series.study_pk == Study.id)
-    .where(Instance.id == bindparam("b_pk"))
 )
+_SEL_REF_BY_PK = _SEL_REFS.where(Instance.id == bindparam("b_pk"))
 # One instance by UID: every rendered image, frame and file request starts here.
-_SEL_REF_BY_UID = (
-    select(*_REF_COLUMNS)
-    .join(Series, Instance.series_pk == Series.id)
-    .join(Study, Series.study_pk == Study.id)
-    .where(Instance.sop_uid == bindparam("b_sop"))
-)
+_SEL_REF_BY_UID = _SEL_REFS.where(Instance.sop_uid == bindparam("b_sop"))
 _INS_INTENT = insert(StoreIntent).returning(StoreIntent.id)
 _DEL_INTENT = delete(StoreIntent).where(StoreIntent.id == bindparam("b_id"))
 _SEL_STUDY = select(Study.id).where(Study.study_uid == bindparam("b_uid"))

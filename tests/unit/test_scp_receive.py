@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import queue
 import socket
 import struct
 from pathlib import Path
@@ -18,6 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pydicom.filewriter
+import pynetdicom.dimse
 import pynetdicom.dimse_messages
 import pynetdicom.dsutils
 import pynetdicom.pdu
@@ -27,21 +29,41 @@ from pynetdicom import _config
 from pynetdicom.dimse_messages import C_ECHO_RQ, C_FIND_RQ, C_STORE_RQ, DIMSEMessage
 from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_STORE
 
-from pacs.scp import receive
+from pacs.scp import receive, tuning
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
+
+
+class FakeDimse:
+    """The association's DIMSE provider, sending through pacs's installed sender."""
+
+    def __init__(self, assoc: FakeAssoc, max_pdu: int) -> None:
+        self.assoc = assoc
+        self.dul = assoc.dul
+        self.maximum_pdu_size = max_pdu
+
+    def send_msg(self, primitive: object, context_id: int) -> None:
+        pynetdicom.dimse.DIMSEServiceProvider.send_msg(self, primitive, context_id)  # type: ignore[arg-type]
 
 
 class FakeAssoc:
     """What the receiver uses of an association: contexts, socket, peer PDU size."""
 
     def __init__(self, sock: socket.socket | None = None, max_pdu: int = 16384) -> None:
+        tuning.install()
         self._accepted_cx = {1: SimpleNamespace(context_id=1, transfer_syntax=[EXPLICIT_LE])}
         self.is_established = True
-        self.dul = SimpleNamespace(socket=SimpleNamespace(socket=sock))
-        self.dimse = SimpleNamespace(maximum_pdu_size=max_pdu)
+        self.dul = SimpleNamespace(
+            socket=SimpleNamespace(socket=sock),
+            state_machine=SimpleNamespace(current_state="Sta6"),
+            to_provider_queue=queue.Queue(),
+        )
+        self.dimse = FakeDimse(self, max_pdu)
         self.requestor = SimpleNamespace(ae_title="MODALITY")
+
+    def get_handlers(self, event: object) -> list[object]:
+        return []
 
 
 def _data_set(size: int) -> bytes:
