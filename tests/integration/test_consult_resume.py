@@ -43,13 +43,14 @@ def _stores_audited(server, ae_title: str, since: datetime) -> int:
     return sum(json.loads(r.details or "{}").get("instances", 0) for r in rows)
 
 
-def test_receiver_killed_mid_transfer_and_the_push_resumes(
-    pacs_server, raw_get, read_dataset_bytes
-):
+def _linked(pacs_server, sender_env: dict[str, str] | None = None):
+    """A sender and a receiver that know each other, the MR study archived on the sender.
+
+    A plain DICOM partner on each side (no pacs-to-pacs calls); the receiver lets the
+    sender count every study (scope "all") to verify the push.
+    """
     receiver = start(pacs_server, "PACS_B")
-    sender = start(pacs_server, "PACS_A")
-    # A plain DICOM partner on each side (no pacs-to-pacs calls); the receiver lets the
-    # sender count every study (scope "all") to verify the push.
+    sender = start(pacs_server, "PACS_A", env=sender_env)
     cli(receiver, "partner", "add", "DISTRICT", "--ae-title", "PACS_A", "--host",
         sender.host, "--port", str(sender.dicom_port), "--scope", "all")  # fmt: skip
     cli(sender, "partner", "add", "CENTRAL", "--ae-title", "PACS_B", "--host",
@@ -59,12 +60,37 @@ def test_receiver_killed_mid_transfer_and_the_push_resumes(
     stored = storescu(sender.host, sender.dicom_port, files, called_aet="PACS_A")
     assert stored.returncode == 0, stored.output
     study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+    return receiver, sender, files, study_uid
 
+
+def _push_six_confirmed(sender, study_uid: str):
+    """Start the push to CENTRAL and wait until 6 instances are confirmed."""
     out = cli(sender, "push", study_uid, "CENTRAL")
-    assert "24 instance(s)" in out
     pushes = consult_of(sender).pushes.store
     push_id = pushes.recent(limit=1)[0].id
     wait_for(lambda: pushes.get(push_id).sent >= 6, "six confirmed instances", timeout=60)
+    return out, pushes, push_id
+
+
+def _assert_resumed(pushes, push_id, receiver, since, confirmed, files, study_uid, what):
+    """The push finished, sent after ``since`` exactly what was not confirmed, and the
+    receiver holds every instance exactly once."""
+    done = wait_for(lambda: (p := pushes.get(push_id)).state == "done" and p, what, timeout=120)
+    assert (done.sent, done.total, done.refused, done.verified_count) == (24, 24, 0, 24)
+    assert done.attempts >= 2
+    assert _stores_audited(receiver, "PACS_A", since) == 24 - confirmed
+    refs = consult_of(receiver).archive.instances(study_uid=study_uid)
+    assert sorted(r.sop_uid for r in refs) == sorted(
+        str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files
+    )
+
+
+def test_receiver_killed_mid_transfer_and_the_push_resumes(
+    pacs_server, raw_get, read_dataset_bytes
+):
+    receiver, sender, files, study_uid = _linked(pacs_server)
+    out, pushes, push_id = _push_six_confirmed(sender, study_uid)
+    assert "24 instance(s)" in out
     receiver.kill9()
 
     # The sender notices (its C-STORE breaks), keeps what was confirmed, retries.
@@ -79,22 +105,13 @@ def test_receiver_killed_mid_transfer_and_the_push_resumes(
     restarted_at = datetime.now(UTC)
     receiver.restart()
 
-    done = wait_for(
-        lambda: (p := pushes.get(push_id)).state == "done" and p,
+    # Exactly the missing instances were sent after the restart (nothing confirmed
+    # twice), and every instance is on the receiver exactly once...
+    _assert_resumed(
+        pushes, push_id, receiver, restarted_at, confirmed, files, study_uid,
         "the push to finish after the restart",
-        timeout=120,
-    )
-    assert (done.sent, done.total, done.refused, done.verified_count) == (24, 24, 0, 24)
-    assert done.attempts >= 2
-
-    # Exactly the missing instances were sent after the restart (nothing confirmed twice).
-    assert _stores_audited(receiver, "PACS_A", restarted_at) == 24 - confirmed
-
-    # Every instance exactly once on the receiver, byte for byte as archived.
-    refs = consult_of(receiver).archive.instances(study_uid=study_uid)
-    assert sorted(r.sop_uid for r in refs) == sorted(
-        str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files
-    )
+    )  # fmt: skip
+    # ...byte for byte as archived.
     metas = [pydicom.filereader.read_file_meta_info(f) for f in files]
     statuses, got = raw_get(
         receiver.host,
@@ -114,23 +131,11 @@ def test_receiver_killed_mid_transfer_and_the_push_resumes(
 def test_sender_killed_mid_transfer_resumes_after_its_restart(pacs_server):
     """A power cut at the sending hospital: its restarted node takes the push up again once
     the dead node's lease runs out, and sends only what the partner had not confirmed."""
-    receiver = start(pacs_server, "PACS_B")
     # A lease long enough that the restart (2–3 s here) is over before the push resumes.
-    sender = start(pacs_server, "PACS_A", env={"PACS_CONSULT_PUSH_LEASE_S": "15"})
-    cli(receiver, "partner", "add", "DISTRICT", "--ae-title", "PACS_A", "--host",
-        sender.host, "--port", str(sender.dicom_port), "--scope", "all")  # fmt: skip
-    cli(sender, "partner", "add", "CENTRAL", "--ae-title", "PACS_B", "--host",
-        receiver.host, "--port", str(receiver.dicom_port), "--bandwidth", CAP)  # fmt: skip
-    receiver.wait_until_accepted("PACS_A")
-    files = sorted(MR.glob("*.dcm"))
-    stored = storescu(sender.host, sender.dicom_port, files, called_aet="PACS_A")
-    assert stored.returncode == 0, stored.output
-    study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
-
-    cli(sender, "push", study_uid, "CENTRAL")
-    pushes = consult_of(sender).pushes.store
-    push_id = pushes.recent(limit=1)[0].id
-    wait_for(lambda: pushes.get(push_id).sent >= 6, "six confirmed instances", timeout=60)
+    receiver, sender, files, study_uid = _linked(
+        pacs_server, sender_env={"PACS_CONSULT_PUSH_LEASE_S": "15"}
+    )
+    _out, pushes, push_id = _push_six_confirmed(sender, study_uid)
     sender.kill9()
     confirmed = pushes.get(push_id).sent
     assert 6 <= confirmed < 24
@@ -139,18 +144,10 @@ def test_sender_killed_mid_transfer_resumes_after_its_restart(pacs_server):
     resumed_after = datetime.now(UTC)
     assert pushes.get(push_id).sent == confirmed
 
-    done = wait_for(
-        lambda: (p := pushes.get(push_id)).state == "done" and p,
-        "the push to finish after the sender's restart",
-        timeout=120,
-    )
-    assert (done.sent, done.total, done.refused, done.verified_count) == (24, 24, 0, 24)
-    assert done.attempts >= 2
     # After the restart only the unconfirmed instances went out (one of them may have
     # reached the receiver just before the power cut: it is stored once, as a duplicate).
-    assert _stores_audited(receiver, "PACS_A", resumed_after) == 24 - confirmed
-    refs = consult_of(receiver).archive.instances(study_uid=study_uid)
-    assert sorted(r.sop_uid for r in refs) == sorted(
-        str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files
-    )
+    _assert_resumed(
+        pushes, push_id, receiver, resumed_after, confirmed, files, study_uid,
+        "the push to finish after the sender's restart",
+    )  # fmt: skip
     assert receiver.verify().returncode == 0
