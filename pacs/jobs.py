@@ -325,7 +325,12 @@ def install_series_metadata(services: WorkerServices) -> None:
         from pacs.viewer.dicomweb.metadata import MetadataBuilder
     except ImportError:
         return
-    builder = MetadataBuilder(services.archive, node=services.node)
+    from pacs import activity
+
+    # Parsing a settled series again is seconds of CPU: it waits while the node serves.
+    builder = MetadataBuilder(
+        services.archive, node=services.node, pause=activity.yield_to_foreground
+    )
     services.every(5.0, "series metadata", builder.run_once)
     services.installed.append("series metadata")
 

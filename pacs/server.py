@@ -196,10 +196,12 @@ def serve(
     preparer.join()
     if preparer.exitcode != 0:
         return 2
-    from pacs import metrics
+    from pacs import activity, metrics
 
-    # Before forking: every worker then counts into files of this one directory.
+    # Before forking: every worker then counts into files of this one directory,
+    # and sees when any of them last served someone.
     metrics.enable(settings.data_dir / "metrics")
+    activity.share()
     if settings.metrics_port:
         metrics.serve_node(settings.host, settings.metrics_port)
     if web and not settings.is_sqlite and not settings.secret_key:

@@ -26,7 +26,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from pacs import metrics
+from pacs import activity, metrics
 from pacs.archive import Archive, Source
 from pacs.audit import Actor
 from pacs.charset import apply_text_codec
@@ -190,6 +190,7 @@ def _store(
 ) -> int | Dataset:
     """Archive the received data set; Success only once it is durable and indexed."""
     started = time.perf_counter()
+    activity.touch()
     ae, addr = _requestor(assoc)
     if not ctx.peers.allows(ae, "store"):
         log.warning("refused C-STORE from %s (%s): not allowed to store", ae, addr)
@@ -228,7 +229,9 @@ def _timed(service: str, responses: Iterator[Any]) -> Iterator[Any]:
     started = time.perf_counter()
     outcome = "success"
     try:
+        activity.touch()
         for item in responses:
+            activity.touch()
             status = item[0] if isinstance(item, tuple) and len(item) == 2 else None
             if isinstance(status, Dataset):
                 outcome = "failure"

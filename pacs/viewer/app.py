@@ -15,7 +15,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from pacs import metrics
+from pacs import activity, metrics
 from pacs.archive import Archive
 from pacs.config import Settings
 from pacs.errors import PacsError
@@ -45,9 +45,11 @@ def create_app(settings: Settings, archive: Archive) -> Flask:
     @app.before_request
     def _start_clock() -> None:
         g.pacs_started = time.perf_counter()
+        activity.touch()
 
     @app.after_request
     def _count(response: Response) -> Response:
+        activity.touch()
         started = g.get("pacs_started")
         if started is not None:
             area = request.blueprint or request.path.strip("/").split("/", 1)[0] or "root"

@@ -102,6 +102,21 @@ def test_builder_builds_quiet_series_incrementally(
     assert f"{len(CT_HEAD)} instances, {len(CT_HEAD) - 100} read, 100 reused" in caplog.text
 
 
+def test_a_background_builder_yields_before_every_instance_it_reads(tmp_path: Path) -> None:
+    archive = build_archive(Settings(data_dir=tmp_path))
+    try:
+        _store(archive, CT_HEAD[:30])
+        paused: list[int] = []
+        builder = MetadataBuilder(archive, quiet_s=0, node="test-a", pause=lambda: paused.append(1))
+        assert builder.run_once() == 1
+        assert len(paused) == 30
+        _store(archive, CT_HEAD[30:40])
+        assert builder.run_once() == 1
+        assert len(paused) == 40  # the 30 reused entries are not read again
+    finally:
+        archive.index.engine.dispose()
+
+
 def test_a_claimed_series_is_left_to_its_builder(app: App) -> None:
     app.flush()
     _store(app.archive, MR_BRAIN[:5])

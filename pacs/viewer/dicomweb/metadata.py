@@ -25,7 +25,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -146,9 +146,15 @@ def _previous(row: SeriesMetadata | None) -> dict[str, InstanceBuild]:
 
 
 def build_series(
-    archive: Archive, state: SeriesState, previous: SeriesMetadata | None = None
+    archive: Archive,
+    state: SeriesState,
+    previous: SeriesMetadata | None = None,
+    pause: Callable[[], object] | None = None,
 ) -> tuple[BuiltSeries, bytes, bytes]:
-    """Build the metadata of one series; returns it and the two gzip'd columns to store."""
+    """Build the metadata of one series; returns it and the two gzip'd columns to store.
+
+    ``pause`` is called before each instance read (background builds yield there).
+    """
     refs = archive.instances(series_uids=[state.series_uid])
     reuse = _previous(previous)
     builds: list[tuple[str, InstanceBuild]] = []
@@ -158,6 +164,8 @@ def build_series(
         if old is not None and old.sha256 == ref.sha256:
             builds.append((ref.sop_uid, old))
             continue
+        if pause is not None:
+            pause()
         builds.append((ref.sop_uid, build_instance(archive, ref)))
         read += 1
     json_bytes = ("[" + ",".join(b.json_text for _, b in builds) + "]").encode("utf-8")
@@ -269,8 +277,11 @@ class MetadataBuilder:
         batch: int = 4,
         claim_ttl_s: float = 600.0,
         node: str | None = None,
+        pause: Callable[[], object] | None = None,
     ) -> None:
         self.archive = archive
+        #: called before each instance read (``pacs serve`` yields to foreground work)
+        self.pause = pause
         self.service = SeriesMetadataService(archive)
         self.store = self.service.store
         if quiet_s is None:
@@ -303,7 +314,7 @@ class MetadataBuilder:
             started = time.monotonic()
             try:
                 previous = self.store.get(state.pk)
-                _, data, frames = build_series(self.archive, state, previous)
+                _, data, frames = build_series(self.archive, state, previous, self.pause)
             except Exception as exc:  # keep the loop alive; the row records why
                 reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
                 log.exception("metadata of series %s failed: %s", state.series_uid, reason)
