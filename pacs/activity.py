@@ -2,8 +2,7 @@
 
 Prebuilding DICOMweb metadata after a study arrives parses every instance again:
 seconds of CPU. Profiled in a one-worker node moving a study just received, the
-builder held the GIL in half the samples; a harness C-MOVE that overlapped it
-ran at half speed with three times the server CPU. Foreground work calls
+builder held the GIL in half the samples. Foreground work calls
 :func:`touch`; background work calls :func:`yield_to_foreground` between its
 steps, which waits a little while the node is busy. The last-touched time lives
 in memory shared by all the workers of ``pacs serve`` (:func:`share`, before
