@@ -36,6 +36,7 @@ from pynetdicom.dsutils import encode
 from pynetdicom.presentation import PresentationContext, build_context
 
 from pacs import metrics
+from pacs.scp import receive
 from pacs.scp.tuning import (
     command_bytes,
     message_buffers,
@@ -169,9 +170,11 @@ def _fast_send(
     """C-STORE ``path`` as stored: the data set goes from the file to the socket.
 
     pynetdicom encodes every fragment through its DUL thread; here the command
-    (built by pynetdicom) and the data set PDUs are written directly, the data
-    with ``sendfile``, while holding the socket's send lock so no other message
-    can interleave. The response is then taken from pynetdicom as usual.
+    and the data set PDUs are written directly (a gathered write per 4 MB read),
+    while holding the socket's send lock so no other message can interleave.
+    This thread then reads the response itself while the DUL thread stays off
+    the socket (:func:`pacs.scp.receive.reading`), unless an observer of
+    pynetdicom's events wants it to go through pynetdicom.
     """
     context_id = _context_id(assoc, ref.sop_class_uid, ref.transfer_syntax_uid)
     req = C_STORE()
@@ -196,32 +199,52 @@ def _fast_send(
     _guard_responses(assoc)
     assoc._pacs_awaiting = True
     try:
-        with path.open("rb") as fh, send_lock(assoc_socket):
-            length = os.fstat(fh.fileno()).st_size - ref.dataset_offset
-            send_buffers(sock, message_buffers(command, b"", context_id, max_pdu))
-            fh.seek(ref.dataset_offset)
-            step = length if max_pdu == 0 else max(1, max_pdu - 6)
-            # Whole fragments per window, so PDU boundaries never split a read.
-            window = max(step, (_WINDOW // step) * step)
-            done = 0
-            while done < length:
-                data = memoryview(fh.read(min(window, length - done)))
-                if not data:
-                    raise ConnectionError(f"{path} is shorter than its index entry says")
-                buffers = []
-                for offset, size, _last in pdv_chunks(len(data), max_pdu):
-                    last = done + offset + size >= length
-                    buffers.append(pdu_header(context_id, 0x02 if last else 0x00, size))
-                    buffers.append(data[offset : offset + size])
-                send_buffers(sock, buffers)
-                done += len(data)
-        _context, rsp = assoc.dimse.get_msg(block=True)
+        with receive.reading(assoc) as direct:
+            _send_request(assoc_socket, sock, path, ref, command, context_id, max_pdu)
+            found = receive.take_store_response(assoc, assoc.dimse_timeout) if direct else None
+        if found is None:
+            _context, rsp = assoc.dimse.get_msg(block=True)
+        elif found is receive.NO_RESPONSE:
+            rsp = None
+        else:
+            _context, rsp = found
     finally:
         assoc._pacs_awaiting = False
     if rsp is None:
         assoc._handle_no_response()
         return Dataset()
     return assoc._check_received_status(rsp)
+
+
+def _send_request(
+    assoc_socket: Any,
+    sock: Any,
+    path: Path,
+    ref: InstanceRef,
+    command: bytes,
+    context_id: int,
+    max_pdu: int,
+) -> None:
+    """Write the C-STORE-RQ command and the data set of ``path`` as P-DATA-TF PDUs."""
+    with path.open("rb") as fh, send_lock(assoc_socket):
+        length = os.fstat(fh.fileno()).st_size - ref.dataset_offset
+        send_buffers(sock, message_buffers(command, b"", context_id, max_pdu))
+        fh.seek(ref.dataset_offset)
+        step = length if max_pdu == 0 else max(1, max_pdu - 6)
+        # Whole fragments per window, so PDU boundaries never split a read.
+        window = max(step, (_WINDOW // step) * step)
+        done = 0
+        while done < length:
+            data = memoryview(fh.read(min(window, length - done)))
+            if not data:
+                raise ConnectionError(f"{path} is shorter than its index entry says")
+            buffers = []
+            for offset, size, _last in pdv_chunks(len(data), max_pdu):
+                last = done + offset + size >= length
+                buffers.append(pdu_header(context_id, 0x02 if last else 0x00, size))
+                buffers.append(data[offset : offset + size])
+            send_buffers(sock, buffers)
+            done += len(data)
 
 
 def send_stored(

@@ -102,6 +102,13 @@ def dul_sleep(seconds: float) -> None:
     own messages directly) go out within ``_DUL_WAIT``.
     """
     dul = getattr(_state, "dul", None)
+    reader = getattr(dul, "_pacs_reader_lock", None)
+    if reader is not None and reader.locked():
+        # A sending thread reads the socket for its response (pacs.scp.receive.reading):
+        # wait for it to finish instead of waking on data that is not ours.
+        if reader.acquire(timeout=_DUL_WAIT):
+            reader.release()
+        return
     sock = getattr(getattr(dul, "socket", None), "socket", None)
     if (
         sock is not None
@@ -451,6 +458,9 @@ def install() -> None:
 
     def _run_dul_reactor(self: Any) -> None:
         _state.dul = self
+        # Taken by whichever thread reads this socket (pacs.scp.receive.reading):
+        # it exists before the first read, so no read ever runs without it.
+        self._pacs_reader_lock = threading.Lock()
         dul_reactor(self)
 
     pynetdicom.dul.DULServiceProvider.run_reactor = _run_dul_reactor  # type: ignore[method-assign]

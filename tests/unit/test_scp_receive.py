@@ -14,6 +14,7 @@ import io
 import queue
 import socket
 import struct
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -416,3 +417,107 @@ def test_a_missing_spool_folder_is_answered_out_of_resources(tmp_path: Path) -> 
     for body in _pdus(_items(_store_message(_data_set(2000)), 16384), 1):
         receiver.feed(memoryview(body))
     assert _response(left).command_set.Status == 0xA700
+
+
+# ---------------------------------------------------------------- responses read by the sender
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.restarts = 0
+
+    def restart(self) -> None:
+        self.restarts += 1
+
+
+def _sending_assoc(sock: socket.socket) -> Any:
+    """The requestor side of a C-STORE sub-association, as the sender sees it."""
+    assoc = FakeAssoc(sock)
+    dul = assoc.dul
+    dul.assoc = assoc
+    dul.event_queue = queue.Queue()
+    dul._recv_pdu = queue.Queue()
+    dul._idle_timer = _Timer()
+    dul._decode_pdu = lambda data: pynetdicom.dul.DULServiceProvider._decode_pdu(dul, data)
+    dul.socket.recv = lambda count: tuning._recv_pdu(dul.socket, count)
+    dul._pacs_reader_lock = threading.Lock()  # as tuning's DUL reactor creates it
+    assoc.acse = SimpleNamespace(is_aborted=lambda: not dul.event_queue.empty())
+    return assoc
+
+
+def _pdata(items: bytes) -> bytes:
+    return struct.pack(">BBL", 0x04, 0, len(items)) + items
+
+
+@pytest.fixture
+def installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(receive, "_installed", True)
+
+
+def test_the_sender_reads_its_response_and_the_dul_thread_stays_off_the_socket(
+    installed: None,
+) -> None:
+    ours, peer = socket.socketpair()
+    assoc = _sending_assoc(ours)
+    with receive.reading(assoc) as direct:
+        assert direct
+        peer.sendall(_pdata(_store_response_items(0xB000)))
+        # The DUL thread's reader, woken by the data, must leave it to us.
+        receive.read_pdu_data(assoc.dul)
+        assert assoc.dul.event_queue.empty()
+        found = receive.take_store_response(assoc, 5)
+    context_id, rsp = found
+    assert (context_id, rsp.Status, rsp.MessageIDBeingRespondedTo) == (1, 0xB000, 7)
+    assert assoc.dul._idle_timer.restarts == 1
+    # Once we are done, the DUL thread reads as before, and never blocks on an
+    # empty socket because we took what made it look readable.
+    receive.read_pdu_data(assoc.dul)
+    assert assoc.dul.event_queue.empty()
+
+
+def test_a_response_cut_in_fragments_goes_through_pynetdicom(installed: None) -> None:
+    ours, peer = socket.socketpair()
+    assoc = _sending_assoc(ours)
+    items = _store_response_items(0x0000)
+    ((_, _, fragment, _),) = receive.pdv_items(memoryview(items))
+    half = len(fragment) // 2
+    first = struct.pack(">LBB", half + 2, 1, 0x01) + bytes(fragment[:half])
+    peer.sendall(_pdata(first))
+    with receive.reading(assoc):
+        assert receive.take_store_response(assoc, 5) is None
+    assert assoc.dul.event_queue.get_nowait() == "Evt10"
+    assert isinstance(assoc.dul._recv_pdu.get_nowait(), pynetdicom.pdu.P_DATA_TF)
+
+
+@pytest.mark.parametrize("what", ["closed", "abort", "garbage", "silence"])
+def test_no_response_when_the_peer_closes_aborts_or_stays_silent(
+    installed: None, what: str
+) -> None:
+    ours, peer = socket.socketpair()
+    assoc = _sending_assoc(ours)
+    if what == "closed":
+        peer.sendall(b"\x04\x00\x00\x00")  # half a header, then gone
+        peer.close()
+    elif what == "abort":
+        abort = pynetdicom.pdu.A_ABORT_RQ()
+        abort.source, abort.reason_diagnostic = 0x02, 0x00
+        peer.sendall(abort.encode())
+    elif what == "garbage":
+        peer.sendall(b"\x42\x00\x00\x00\x00\x00")
+    with receive.reading(assoc):
+        found = receive.take_store_response(assoc, 0.2)
+    assert found is receive.NO_RESPONSE
+    expected = {"closed": "Evt17", "abort": "Evt16", "garbage": "Evt19", "silence": None}[what]
+    if expected is None:
+        assert assoc.dul.event_queue.empty()
+    else:
+        assert assoc.dul.event_queue.get_nowait() == expected
+
+
+def test_observed_associations_keep_pynetdicoms_reader(installed: None) -> None:
+    ours, _peer = socket.socketpair()
+    assoc = _sending_assoc(ours)
+    assoc.get_handlers = lambda event: [print] if event is receive._OBSERVED[0] else []
+    with receive.reading(assoc) as direct:
+        assert not direct
+        assert not assoc.dul._pacs_reader_lock.locked()
