@@ -7,6 +7,7 @@ import io
 import queue
 import socket
 import threading
+from types import SimpleNamespace
 
 import pynetdicom
 import pynetdicom.association
@@ -38,9 +39,48 @@ def test_install_replaces_the_polling_sleep_and_socket_methods() -> None:
     tuning.install()
     assert tuning.is_installed()
     assert pynetdicom.dul.time.sleep is tuning.dul_sleep
-    assert pynetdicom.association.time.sleep is tuning.adaptive_sleep
+    assert pynetdicom.association.time.sleep is tuning.association_sleep
     assert pynetdicom.dul.time.monotonic is not None  # everything else is the real module
     assert pynetdicom.transport.AssociationSocket.recv is tuning._recv_pdu
+
+
+def _reactor_side() -> SimpleNamespace:
+    return SimpleNamespace(
+        dimse=SimpleNamespace(msg_queue=queue.Queue()),
+        dul=SimpleNamespace(to_user_queue=queue.Queue()),
+        _reactor_checkpoint=threading.Event(),
+    )
+
+
+def test_the_association_reactor_wakes_for_each_kind_of_work() -> None:
+    assoc = _reactor_side()
+    wake = threading.Event()
+    tuning._wake_on_work(assoc, wake)
+    assert wake.is_set()  # a first look at what came before the hooks
+    wake.clear()
+    assoc.dimse.msg_queue.put((1, "C-ECHO-RQ"))
+    assert wake.is_set() and assoc.dimse.msg_queue.get_nowait() == (1, "C-ECHO-RQ")
+    wake.clear()
+    assoc.dul.to_user_queue.put_nowait("A-RELEASE")
+    assert wake.is_set() and assoc.dul.to_user_queue.get_nowait() == "A-RELEASE"
+    wake.clear()
+    assoc._reactor_checkpoint.set()
+    assoc._reactor_checkpoint.clear()  # a sender pausing the reactor
+    assert wake.is_set() and not assoc._reactor_checkpoint.is_set()
+
+
+def test_the_reactor_sleeps_until_woken_or_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tuning, "_REACTOR_IDLE", 30.0)
+    wake = threading.Event()
+    monkeypatch.setattr(tuning._state, "wake", wake, raising=False)
+    threading.Timer(0.05, wake.set).start()
+    tuning.association_sleep(0.001)  # returns when woken, long before 30 s
+    assert not wake.is_set()  # cleared for the next turn
+    wake.set()
+    tuning.association_sleep(0.001)
+    assert not wake.is_set()
+    monkeypatch.setattr(tuning, "_REACTOR_IDLE", 0.01)
+    tuning.association_sleep(0.001)  # nothing to do: back after the idle period
 
 
 def _messages() -> list[object]:
