@@ -22,8 +22,7 @@ safe to bypass the machine for them. Tied to pynetdicom 3.0.4 like
 The C-STORE responses that :mod:`pacs.scp.sending` awaits (C-MOVE, C-GET,
 pushes) are read by the sending thread itself (:func:`reading`,
 :func:`take_store_response`): the DUL thread leaves the socket alone meanwhile,
-which saves a hand-over between two threads per instance sent. Should the DUL
-thread read one after all, it hands it straight to the DIMSE queue.
+which saves a hand-over between two threads per instance sent.
 
 Measured on 2 cores (bench/README.md): with four modalities sending at once
 about 10 % more instances per second; one association alone is bound by the
@@ -496,14 +495,15 @@ def receiver(assoc: Any) -> StoreReceiver | None:
     if found is not None:
         return found if isinstance(found, StoreReceiver) else None
     setting = getattr(assoc.ae, "_pacs_store_handler", None)
-    usable = (
-        setting is not None
-        and assoc.is_acceptor
-        and not any(assoc.get_handlers(event) for event in _OBSERVED)
-    )
+    usable = setting is not None and assoc.is_acceptor and not _observed(assoc)
     made = StoreReceiver(assoc, *setting) if usable else False
     setattr(assoc, _ATTRIBUTE, made)
     return made or None
+
+
+def _observed(assoc: Any) -> bool:
+    """Whether anything listens to ``assoc``'s PDU or DIMSE events (then pynetdicom reads)."""
+    return any(assoc.get_handlers(event) for event in _OBSERVED)
 
 
 def discard(assoc: Any, why: str) -> None:
@@ -511,21 +511,6 @@ def discard(assoc: Any, why: str) -> None:
     found = getattr(assoc, _ATTRIBUTE, None)
     if isinstance(found, StoreReceiver):
         found.discard(why)
-
-
-def _awaited_store_response(dul: Any, body: bytearray) -> bool:
-    """Deliver a C-STORE response that :mod:`pacs.scp.sending` awaits straight to
-    its DIMSE queue (where pynetdicom would put it after decoding it at length)."""
-    assoc = dul.assoc
-    if not getattr(assoc, "_pacs_awaiting", False):
-        return False
-    if any(assoc.get_handlers(event) for event in _OBSERVED):
-        return False
-    found = store_response(memoryview(body))
-    if found is None:
-        return False
-    assoc.dimse.msg_queue.put(found)
-    return True
 
 
 def _queue_pdu(dul: Any, pdu_bytes: bytes | bytearray) -> None:
@@ -587,7 +572,7 @@ def reading(assoc: Any) -> Iterator[bool]:
     when pynetdicom must read as usual (a listener on PDU or DIMSE events, or a
     DUL thread not started through :mod:`pacs.scp.tuning`, which creates the lock)."""
     lock = getattr(assoc.dul, "_pacs_reader_lock", None)
-    if lock is None or not _installed or any(assoc.get_handlers(event) for event in _OBSERVED):
+    if lock is None or not _installed or _observed(assoc):
         yield False
         return
     with lock:
@@ -609,18 +594,12 @@ def take_store_response(assoc: Any, timeout: float | None) -> Any:
     dul = assoc.dul
     if not _readable(dul, timeout):
         return NO_RESPONSE  # pynetdicom logs the timeout and aborts
-    header = _read_exactly(dul, 6)
-    if header is None:
-        return _aborting(assoc, "Evt17")
-    pdu_type, _, length = struct.unpack(">BBL", header)
-    if pdu_type not in range(0x01, 0x08):
-        log.warning("unknown PDU type 0x%02X from the peer", pdu_type)
-        return _aborting(assoc, "Evt19")
-    body = _read_exactly(dul, length) if length else bytearray()
-    if body is None:
-        return _aborting(assoc, "Evt17")
+    pdu = _read_whole_pdu(dul)
+    if isinstance(pdu, str):
+        return _aborting(assoc, pdu)
+    header, body = pdu
     dul._idle_timer.restart()
-    if pdu_type == 0x04:
+    if header[0] == 0x04:
         found = store_response(memoryview(body))
         if found is not None:
             return found
@@ -642,25 +621,30 @@ def _aborting(assoc: Any, event: str | None) -> object:
     return NO_RESPONSE
 
 
-def _read_pdu(dul: Any) -> None:
+def _read_whole_pdu(dul: Any) -> tuple[bytearray, bytearray] | str:
+    """(header, body) of the next PDU, or the event for what went wrong: Evt17 when
+    the connection closes mid-PDU, Evt19 for an unknown PDU type."""
     header = _read_exactly(dul, 6)
     if header is None:
-        dul.event_queue.put("Evt17")
-        return
+        return "Evt17"
     pdu_type, _, length = struct.unpack(">BBL", header)
     if pdu_type not in range(0x01, 0x08):
         log.warning("unknown PDU type 0x%02X from the peer", pdu_type)
-        dul.event_queue.put("Evt19")
-        return
+        return "Evt19"
     body = _read_exactly(dul, length) if length else bytearray()
     if body is None:
-        dul.event_queue.put("Evt17")
+        return "Evt17"
+    return header, body
+
+
+def _read_pdu(dul: Any) -> None:
+    pdu = _read_whole_pdu(dul)
+    if isinstance(pdu, str):
+        dul.event_queue.put(pdu)
         return
-    in_transfer = pdu_type == 0x04 and dul.state_machine.current_state == "Sta6"
+    header, body = pdu
+    in_transfer = header[0] == 0x04 and dul.state_machine.current_state == "Sta6"
     fast = receiver(dul.assoc) if in_transfer else None
-    between_messages = fast is None or fast.mode == fast.IDLE
-    if in_transfer and between_messages and _awaited_store_response(dul, body):
-        return
     if fast is None:
         _queue_pdu(dul, header + body)
         return
