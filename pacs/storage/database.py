@@ -156,11 +156,7 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 
             # BEGIN/ROLLBACK pair around each lookup doubled its cost. Writes take
             # the write lock up front (see writer()).
             if conn.get_execution_options().get("sqlite_immediate", False):
-                dbapi_conn = conn.connection.dbapi_connection
-                if isinstance(dbapi_conn, _QueuedWriterConnection):
-                    dbapi_conn.begin_immediate()
-                else:
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                begin_write(conn.engine, conn.connection.dbapi_connection)
 
         return engine
     if url.startswith(("postgresql", "postgres")):
@@ -174,6 +170,18 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 
     raise ConfigError(
         f"unsupported database URL {url.split(':', 1)[0]!r}: use sqlite or postgresql"
     )
+
+
+def begin_write(engine: Engine, dbapi_conn: Any) -> None:
+    """Start a write transaction on a driver connection of ``engine``: on SQLite
+    ``BEGIN IMMEDIATE`` (after the writers' file lock), so two writers queue instead
+    of deadlocking on a lock upgrade; PostgreSQL's driver begins by itself."""
+    if engine.dialect.name != "sqlite":
+        return
+    if isinstance(dbapi_conn, _QueuedWriterConnection):
+        dbapi_conn.begin_immediate()
+    else:
+        dbapi_conn.execute("BEGIN IMMEDIATE")
 
 
 def writer(engine: Engine) -> Engine:

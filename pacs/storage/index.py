@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from pacs.charset import fold
 from pacs.dicomfile import InstanceHeader
 from pacs.errors import InvalidQuery, NotFound, StorageUnavailable
+from pacs.storage import rawsql
 from pacs.storage.database import unavailable, utcnow, writer
 from pacs.storage.matching import (
     Query,
@@ -144,6 +145,24 @@ _DEL_INTENT = delete(StoreIntent).where(StoreIntent.id == bindparam("b_id"))
 _SEL_STUDY = select(Study.id).where(Study.study_uid == bindparam("b_uid"))
 _SEL_SERIES = select(Series.id, Series.study_pk).where(Series.series_uid == bindparam("b_uid"))
 _INS_INSTANCE = insert(Instance)
+_INSTANCE_COLUMNS = (
+    "sop_uid",
+    "series_pk",
+    "sop_class_uid",
+    "transfer_syntax_uid",
+    "instance_number",
+    "rows",
+    "columns",
+    "frames",
+    "bits_allocated",
+    "object_key",
+    "dataset_offset",
+    "size_bytes",
+    "sha256",
+    "source_ae",
+    "received_at",
+)
+_INTENT_COLUMNS = ("object_key", "sha256", "node", "created_at")
 _UPD_SERIES_COUNTS = (
     update(Series)
     .where(Series.id == bindparam("b_pk"), Series.series_uid == bindparam("b_uid"))
@@ -163,6 +182,34 @@ _UPD_STUDY_COUNTS = (
         updated_at=bindparam("b_now"),
     )
 )
+
+
+def _instance_row(
+    h: InstanceHeader,
+    series_pk: int,
+    object_key: str,
+    size_bytes: int,
+    sha256: str,
+    source_ae: str,
+    now: datetime,
+) -> dict[str, Any]:
+    return {
+        "sop_uid": h.sop_instance_uid,
+        "series_pk": series_pk,
+        "sop_class_uid": h.sop_class_uid,
+        "transfer_syntax_uid": h.transfer_syntax_uid,
+        "instance_number": h.instance_number,
+        "rows": h.rows,
+        "columns": h.columns,
+        "frames": h.frames,
+        "bits_allocated": h.bits_allocated,
+        "object_key": object_key,
+        "dataset_offset": h.dataset_offset,
+        "size_bytes": size_bytes,
+        "sha256": sha256,
+        "source_ae": source_ae,
+        "received_at": now,
+    }
 
 
 def _ref(row: Any) -> InstanceRef:
@@ -185,6 +232,13 @@ class SqlIndex:
         self._cache_lock = threading.Lock()
         self._study_cache: dict[str, int] = {}
         self._series_cache: dict[str, int] = {}
+        # The statements every received instance runs, on the driver's cursor (rawsql).
+        self._raw_existing = rawsql.RawStatement(_SEL_EXISTING, engine)
+        self._raw_intent = rawsql.RawStatement(_INS_INTENT, engine, _INTENT_COLUMNS)
+        self._raw_drop_intent = rawsql.RawStatement(_DEL_INTENT, engine)
+        self._raw_instance = rawsql.RawStatement(_INS_INSTANCE, engine, _INSTANCE_COLUMNS)
+        self._raw_series_counts = rawsql.RawStatement(_UPD_SERIES_COUNTS, engine)
+        self._raw_study_counts = rawsql.RawStatement(_UPD_STUDY_COUNTS, engine)
 
     # ------------------------------------------------------------ plumbing
 
@@ -220,19 +274,14 @@ class SqlIndex:
         return _ref(row) if row else None
 
     def add_intent(self, object_key: str, sha256: str, node: str) -> int:
+        values = {"object_key": object_key, "sha256": sha256, "node": node, "created_at": utcnow()}
         try:
-            with self._write() as conn:
-                return conn.execute(
-                    _INS_INTENT,
-                    {
-                        "object_key": object_key,
-                        "sha256": sha256,
-                        "node": node,
-                        "created_at": utcnow(),
-                    },
-                ).scalar_one()
+            with rawsql.transaction(self.engine, write=True) as cur:
+                row = cur.execute(self._raw_intent, values).first()
         except SQLAlchemyError as exc:
             raise self._guard("intent", exc) from exc
+        assert row is not None
+        return int(row[0])
 
     def drop_intent(self, intent_id: int) -> None:
         try:
@@ -258,8 +307,8 @@ class SqlIndex:
     def existing(self, sop_uid: str) -> Existing | None:
         """The archived instance under ``sop_uid``, if any (the duplicate check)."""
         try:
-            with self.engine.connect() as conn:
-                row = conn.execute(_SEL_EXISTING, {"b_sop": sop_uid}).first()
+            with rawsql.transaction(self.engine, write=False) as cur:
+                row = cur.execute(self._raw_existing, {"b_sop": sop_uid}).first()
         except SQLAlchemyError as exc:
             raise self._guard("lookup", exc) from exc
         return Existing(*row) if row else None
@@ -286,6 +335,12 @@ class SqlIndex:
         use_cache = True
         for attempt in range(4):
             try:
+                if use_cache and existing is None:
+                    outcome = self._record_known_series(
+                        header, object_key, size_bytes, sha256, source_ae, now, intent_id
+                    )
+                    if outcome is not None:
+                        return outcome
                 with self._write() as conn:
                     outcome = self._record(
                         conn,
@@ -311,6 +366,52 @@ class SqlIndex:
             except SQLAlchemyError as exc:
                 raise self._guard("record", exc) from exc
         raise AssertionError("unreachable")
+
+    def _record_known_series(
+        self,
+        h: InstanceHeader,
+        object_key: str,
+        size_bytes: int,
+        sha256: str,
+        source_ae: str,
+        now: datetime,
+        intent_id: int | None,
+    ) -> RecordOutcome | None:
+        """The common case on the driver's cursor: a new instance of a series this
+        process wrote to recently. None when the series is not in the cache."""
+        study_pk = self._study_cache.get(h.study_instance_uid)
+        series_pk = self._series_cache.get(h.series_instance_uid)
+        if study_pk is None or series_pk is None:
+            return None
+        with rawsql.transaction(self.engine, write=True) as cur:
+            cur.execute(
+                self._raw_instance,
+                _instance_row(h, series_pk, object_key, size_bytes, sha256, source_ae, now),
+            )
+            counted = cur.execute(
+                self._raw_series_counts,
+                {
+                    "b_pk": series_pk,
+                    "b_uid": h.series_instance_uid,
+                    "b_size": size_bytes,
+                    "b_now": now,
+                },
+            ).rowcount
+            counted += cur.execute(
+                self._raw_study_counts,
+                {
+                    "b_pk": study_pk,
+                    "b_uid": h.study_instance_uid,
+                    "b_size": size_bytes,
+                    "b_new_series": 0,
+                    "b_now": now,
+                },
+            ).rowcount
+            if counted != 2:
+                raise _StaleCache()
+            if intent_id is not None:
+                cur.execute(self._raw_drop_intent, {"b_id": intent_id})
+        return RecordOutcome(False, False, None)
 
     def _forget(self) -> None:
         with self._cache_lock:
@@ -348,23 +449,7 @@ class SqlIndex:
         series_pk, created_series = self._series_pk(conn, h, study_pk, source_ae, now, use_cache)
         conn.execute(
             _INS_INSTANCE,
-            {
-                "sop_uid": h.sop_instance_uid,
-                "series_pk": series_pk,
-                "sop_class_uid": h.sop_class_uid,
-                "transfer_syntax_uid": h.transfer_syntax_uid,
-                "instance_number": h.instance_number,
-                "rows": h.rows,
-                "columns": h.columns,
-                "frames": h.frames,
-                "bits_allocated": h.bits_allocated,
-                "object_key": object_key,
-                "dataset_offset": h.dataset_offset,
-                "size_bytes": size_bytes,
-                "sha256": sha256,
-                "source_ae": source_ae,
-                "received_at": now,
-            },
+            _instance_row(h, series_pk, object_key, size_bytes, sha256, source_ae, now),
         )
         counted = conn.execute(
             _UPD_SERIES_COUNTS,

@@ -21,20 +21,28 @@ import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pydicom
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 
 from pacs.archive import Archive, Source, StoreResult, StoreStatus
 from pacs.config import Settings
 from pacs.errors import DuplicateInstance
-from pacs.storage.database import ensure_schema, make_engine, schema_is_current, upgrade
+from pacs.storage.database import (
+    aware,
+    ensure_schema,
+    make_engine,
+    schema_is_current,
+    upgrade,
+)
 from pacs.storage.filesystem import FilesystemObjectStore
 from pacs.storage.index import SqlIndex
 from pacs.storage.matching import Kind, Level, Query, attributes_for
+from pacs.storage.models import Instance, Series, StoreIntent, Study
 from pacs.storage.objects import instance_key
 from support import PostgresCluster, is_clean, same_sop_siblings, vietnamese_files
 
@@ -1045,6 +1053,58 @@ def test_duplicate_policy_keep_or_reject_leaves_the_first_version(
         == (rows[MR_SMALL]["sha256"])
     )
     assert fresh_archive.totals()["instances"] == 1
+
+
+def test_later_instances_of_a_series_are_indexed_like_the_first(
+    fresh_archive: Archive, shared_dicom: Path
+) -> None:
+    """The first instance of a series creates its rows; the next ones take the cached
+    series on the driver's cursor (SqlIndex._record_known_series). Both write the
+    same columns, readable through SQLAlchemy's types."""
+    results = ingest(fresh_archive, shared_dicom, list(DOE_CT_STUDY))
+    sizes = {r.sop_instance_uid: r.size_bytes for r in results.values()}
+    with fresh_archive.index.engine.connect() as conn:
+        rows = conn.execute(
+            select(Instance.sop_uid, Instance.size_bytes, Instance.source_ae, Instance.received_at)
+        ).all()
+        series = conn.execute(select(Series.num_instances, Series.size_bytes)).one()
+        study = conn.execute(select(Study.num_series, Study.num_instances, Study.size_bytes)).one()
+        intents = conn.execute(select(func.count(StoreIntent.id))).scalar_one()
+    assert {r.sop_uid: r.size_bytes for r in rows} == sizes
+    assert {r.source_ae for r in rows} == {"CONTRACT"}
+    now = datetime.now(UTC)
+    for row in rows:
+        received = aware(row.received_at)
+        assert received is not None and abs((now - received).total_seconds()) < 300
+    assert tuple(series) == (4, sum(sizes.values()))
+    assert tuple(study) == (1, 4, sum(sizes.values()))
+    assert intents == 0
+
+
+def test_a_series_another_writer_removed_is_created_again(
+    fresh_archive: Archive, shared_dicom: Path
+) -> None:
+    """A worker's cached series may be gone: another worker deleted the study. The
+    next instance must recreate the rows, not count into nothing."""
+    archive = fresh_archive
+    first = archive.store_file(shared_dicom / DOE_CT_STUDY[0], source=SOURCE)
+    other_worker = SqlIndex(archive.index.engine)
+    assert (
+        other_worker.delete_instances(archive.index.instances(study_uid=first.study_instance_uid))
+        == 1
+    )
+    assert archive.totals()["studies"] == 0
+    second = archive.store_file(shared_dicom / DOE_CT_STUDY[1], source=SOURCE)
+    assert second.status is StoreStatus.STORED
+    assert archive.totals() == {
+        "patients": 1,
+        "studies": 1,
+        "series": 1,
+        "instances": 1,
+        "bytes": second.size_bytes,
+    }
+    [ref] = archive.index.instances(study_uid=second.study_instance_uid)
+    assert ref.sop_uid == second.sop_instance_uid
 
 
 def test_deleting_instances_cascades_to_series_studies_and_patients(
