@@ -16,6 +16,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom.utils import set_ae
 
 from pacs import metrics
 from pacs.scp import receive
@@ -177,20 +179,7 @@ def _fast_send(
     pynetdicom's events wants it to go through pynetdicom.
     """
     context_id = _context_id(assoc, ref.sop_class_uid, ref.transfer_syntax_uid)
-    req = C_STORE()
-    req.MessageID = msg_id
-    req.Priority = priority
-    req.AffectedSOPClassUID = ref.sop_class_uid
-    req.AffectedSOPInstanceUID = ref.sop_uid
-    req.MoveOriginatorApplicationEntityTitle = originator_aet
-    req.MoveOriginatorMessageID = originator_id
-    command = command_bytes(req, "C-STORE-RQ", True)
-    if command is None:  # an originator AE title pydicom must encode
-        req._dataset_path = (path, ref.dataset_offset)
-        message = C_STORE_RQ()
-        message.primitive_to_message(req)
-        command = encode(message.command_set, True, True)
-    assert command is not None
+    command = _store_command(path, ref, msg_id, priority, originator_aet, originator_id)
     assoc_socket = assoc.dul.socket
     sock = assoc_socket.socket if assoc_socket is not None else None
     if sock is None:
@@ -214,6 +203,61 @@ def _fast_send(
         assoc._handle_no_response()
         return Dataset()
     return assoc._check_received_status(rsp)
+
+
+@dataclass(frozen=True)
+class _StoreRequest:
+    """The parameters of a C-STORE-RQ, as :func:`command_bytes` reads them from a
+    ``C_STORE`` primitive. The primitive validates every UID it is given, which cost
+    more than encoding the command; these UIDs come from the index, which validated
+    them on the way in."""
+
+    MessageID: int
+    Priority: int
+    AffectedSOPClassUID: str
+    AffectedSOPInstanceUID: str
+    MoveOriginatorApplicationEntityTitle: str | None
+    MoveOriginatorMessageID: int | None
+
+
+@functools.lru_cache(maxsize=64)
+def _originator(ae_title: str | None) -> str | None:
+    """The Move Originator AE Title as the C_STORE primitive keeps it (validated)."""
+    return set_ae(ae_title, "Move Originator AE Title")
+
+
+def _store_command(
+    path: Path,
+    ref: InstanceRef,
+    msg_id: int,
+    priority: int,
+    originator_aet: str | None,
+    originator_id: int | None,
+) -> bytes:
+    try:
+        originator = _originator(originator_aet)
+    except ValueError:
+        originator = None  # as the primitive does: logged by set_ae, then left out
+    request = _StoreRequest(
+        msg_id, priority, ref.sop_class_uid, ref.sop_uid, originator, originator_id
+    )
+    command = command_bytes(request, "C-STORE-RQ", True)
+    if command is not None:
+        return command
+    # An originator AE title pydicom must encode (non-ASCII, say): its way.
+    req = C_STORE()
+    req.MessageID = msg_id
+    req.Priority = priority
+    req.AffectedSOPClassUID = ref.sop_class_uid
+    req.AffectedSOPInstanceUID = ref.sop_uid
+    req.MoveOriginatorApplicationEntityTitle = originator_aet
+    req.MoveOriginatorMessageID = originator_id
+    req._dataset_path = (path, ref.dataset_offset)
+    message = C_STORE_RQ()
+    message.primitive_to_message(req)
+    encoded = encode(message.command_set, True, True)
+    assert encoded is not None
+    return encoded
 
 
 def _send_request(

@@ -64,6 +64,8 @@ import pynetdicom.service_class
 import pynetdicom.transport
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
+from pacs.scp import progress
+
 log = logging.getLogger(__name__)
 
 FAST = 0.00005
@@ -91,6 +93,8 @@ def adaptive_sleep(seconds: float) -> None:
 
 # In the data transfer state a DUL thread waits this long for the peer at most.
 _DUL_WAIT = 0.001
+# While a sending thread reads the socket, the DUL thread looks back this often.
+_SENDER_WAIT = 0.005
 
 
 def dul_sleep(seconds: float) -> None:
@@ -104,10 +108,11 @@ def dul_sleep(seconds: float) -> None:
     dul = getattr(_state, "dul", None)
     reader = getattr(dul, "_pacs_reader_lock", None)
     if reader is not None and reader.locked():
-        # A sending thread reads the socket for its response (pacs.scp.receive.reading):
-        # wait for it to finish instead of waking on data that is not ours.
-        if reader.acquire(timeout=_DUL_WAIT):
-            reader.release()
+        # A sending thread reads the socket for its responses (pacs.scp.receive.reading),
+        # one sub-operation after another. Waking as it lets go of the lock took the
+        # GIL from it at its busiest moment, between a response and its next request,
+        # only to find the lock taken again: look back a little later instead.
+        _time.sleep(_SENDER_WAIT)
         return
     sock = getattr(getattr(dul, "socket", None), "socket", None)
     if (
@@ -575,6 +580,8 @@ def install() -> None:
         # through a DIMSE message object and a pydicom command data set, which
         # cost more than everything else the message needed: their bytes are
         # written directly and handed to the DUL as pynetdicom would.
+        if not progress.due(self.assoc, primitive):
+            return
         names = _FAST_MESSAGES.get(type(primitive))
         if (
             names is not None
