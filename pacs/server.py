@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from pacs.config import Settings
 
@@ -76,6 +77,41 @@ class WorkerSpec:
     number: int
     #: pids of dead workers whose unfinished stores this worker reconciles first
     orphans: list[int] = field(default_factory=list)
+    #: how many workers are ready to accept (shared by all; see wait_for_siblings)
+    ready: Any = None
+    workers: int = 1
+
+
+#: at start-up a worker waits at most this long for the others before accepting
+STARTUP_WAIT_S = 15.0
+
+
+def wait_for_siblings(spec: WorkerSpec, timeout: float = STARTUP_WAIT_S) -> bool:
+    """Count this worker as ready, then wait until every worker is (or ``timeout``).
+
+    The listening sockets are open before any worker runs, so whatever connects
+    during start-up (a monitoring check, modalities retrying after a restart, a
+    benchmark) queues, and the first worker ready took it all: four associations
+    landed on one worker, one core idle. A worker that replaces a dead one finds
+    the count complete and goes straight on. Returns whether all were ready.
+    """
+    if spec.ready is None:
+        return True
+    with spec.ready.get_lock():
+        spec.ready.value += 1
+    deadline = time.monotonic() + timeout
+    while spec.ready.value < spec.workers:
+        if time.monotonic() >= deadline:
+            log.warning(
+                "worker %d: %d of %d workers ready after %.0f s; accepting anyway",
+                spec.number,
+                spec.ready.value,
+                spec.workers,
+                timeout,
+            )
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def _prepare_main(settings: Settings, samples: Path | None, web: bool) -> None:
@@ -214,7 +250,8 @@ def serve(
     dicom = bind_listener(settings.host, settings.dicom_port)
     http = bind_listener(settings.host, settings.http_port) if web else None
     count = settings.workers or os.cpu_count() or 1
-    specs = [WorkerSpec(settings, dicom, http, n) for n in range(count)]
+    ready = FORK.Value("i", 0)
+    specs = [WorkerSpec(settings, dicom, http, n, ready=ready, workers=count) for n in range(count)]
     log.info(
         "pacs: node %s, DICOM AE %s on %s:%d%s, %d worker(s), data in %s",
         settings.effective_node_name,

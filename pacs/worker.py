@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from pacs.archive import Archive
 from pacs.bootstrap import build_archive
 from pacs.config import Settings
-from pacs.server import WorkerSpec, worker_node, worker_spool
+from pacs.server import WorkerSpec, wait_for_siblings, worker_node, worker_spool
 
 if TYPE_CHECKING:
     from pacs.jobs import JobRunner
@@ -144,12 +144,15 @@ def run_worker(spec: WorkerSpec) -> None:
     from pacs.scp.service import DicomService
 
     dicom = DicomService(settings, archive)
-    dicom.start(spec.dicom)
     web = None
     if spec.http is not None:
         from pacs.viewer.wsgi import WebService
 
         web = WebService(settings, archive)
+    wait_for_siblings(spec)
+    dicom.start(spec.dicom)
+    if web is not None:
+        assert spec.http is not None
         web.start(spec.http)
     background, runner = start_background(settings, archive, node)
     log.info("worker %d ready", spec.number)
