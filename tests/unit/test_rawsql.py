@@ -7,11 +7,14 @@ instances of every series go through it).
 from __future__ import annotations
 
 import fcntl
+import multiprocessing
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import (
@@ -171,3 +174,57 @@ def test_writers_of_two_threads_queue_and_both_commit(engine: Engine) -> None:
 def _write(engine: Engine, stmt: rawsql.RawStatement, name: str) -> None:
     with rawsql.transaction(engine, write=True) as cur:
         cur.execute(stmt, {"name": name, "hits": 0, "at": WHEN})
+
+
+def _connection_of(engine: Engine) -> int:
+    with rawsql.transaction(engine, write=False) as cur:
+        return id(cur._cursor.connection)
+
+
+def test_connections_are_kept_between_transactions_and_closed_on_dispose(
+    engine: Engine,
+) -> None:
+    first = _connection_of(engine)
+    assert _connection_of(engine) == first
+    kept = rawsql._kept(engine)
+    [(pooled, _used)] = kept.idle
+    dbapi = pooled.dbapi_connection
+    engine.dispose()
+    assert kept.idle == []
+    with pytest.raises(sqlite3.ProgrammingError):  # closed
+        dbapi.execute("SELECT 1")
+    assert _connection_of(engine) != first or kept.idle  # a new one works
+
+
+def test_a_broken_transaction_does_not_keep_its_connection(engine: Engine) -> None:
+    stmt = _insert(engine)
+    with rawsql.transaction(engine, write=True) as cur:
+        cur.execute(stmt, {"name": "x", "hits": 0, "at": WHEN})
+    kept = rawsql._kept(engine)
+    assert len(kept.idle) == 1
+    with pytest.raises(IntegrityError), rawsql.transaction(engine, write=True) as cur:
+        cur.execute(stmt, {"name": "x", "hits": 0, "at": WHEN})
+    # A constraint error leaves a healthy connection: kept, and usable.
+    assert len(kept.idle) == 1
+    assert (
+        _read(
+            engine,
+            rawsql.RawStatement(select(ROWS.c.hits).where(ROWS.c.name == bindparam("n")), engine),
+        )
+        is None
+    )
+
+
+def _child_uses_its_own(engine: Engine, parents: int, out: Any) -> None:
+    out.put(_connection_of(engine) != parents)
+
+
+def test_a_forked_child_never_uses_the_parents_connections(engine: Engine) -> None:
+    parents = _connection_of(engine)
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.SimpleQueue()
+    child = ctx.Process(target=_child_uses_its_own, args=(engine, parents, out))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0 and out.get() is True
+    assert _connection_of(engine) == parents  # still the parent's own
