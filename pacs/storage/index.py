@@ -212,6 +212,26 @@ def _instance_row(
     }
 
 
+def _counter_updates(
+    h: InstanceHeader,
+    series_pk: int,
+    study_pk: int,
+    size_bytes: int,
+    created_series: bool,
+    now: datetime,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The parameters of _UPD_SERIES_COUNTS and _UPD_STUDY_COUNTS for one new instance."""
+    series = {"b_pk": series_pk, "b_uid": h.series_instance_uid, "b_size": size_bytes, "b_now": now}
+    study = {
+        "b_pk": study_pk,
+        "b_uid": h.study_instance_uid,
+        "b_size": size_bytes,
+        "b_new_series": 1 if created_series else 0,
+        "b_now": now,
+    }
+    return series, study
+
+
 def _ref(row: Any) -> InstanceRef:
     return InstanceRef(*row)
 
@@ -388,25 +408,9 @@ class SqlIndex:
                 self._raw_instance,
                 _instance_row(h, series_pk, object_key, size_bytes, sha256, source_ae, now),
             )
-            counted = cur.execute(
-                self._raw_series_counts,
-                {
-                    "b_pk": series_pk,
-                    "b_uid": h.series_instance_uid,
-                    "b_size": size_bytes,
-                    "b_now": now,
-                },
-            ).rowcount
-            counted += cur.execute(
-                self._raw_study_counts,
-                {
-                    "b_pk": study_pk,
-                    "b_uid": h.study_instance_uid,
-                    "b_size": size_bytes,
-                    "b_new_series": 0,
-                    "b_now": now,
-                },
-            ).rowcount
+            series, study = _counter_updates(h, series_pk, study_pk, size_bytes, False, now)
+            counted = cur.execute(self._raw_series_counts, series).rowcount
+            counted += cur.execute(self._raw_study_counts, study).rowcount
             if counted != 2:
                 raise _StaleCache()
             if intent_id is not None:
@@ -451,20 +455,9 @@ class SqlIndex:
             _INS_INSTANCE,
             _instance_row(h, series_pk, object_key, size_bytes, sha256, source_ae, now),
         )
-        counted = conn.execute(
-            _UPD_SERIES_COUNTS,
-            {"b_pk": series_pk, "b_uid": h.series_instance_uid, "b_size": size_bytes, "b_now": now},
-        ).rowcount
-        counted += conn.execute(
-            _UPD_STUDY_COUNTS,
-            {
-                "b_pk": study_pk,
-                "b_uid": h.study_instance_uid,
-                "b_size": size_bytes,
-                "b_new_series": 1 if created_series else 0,
-                "b_now": now,
-            },
-        ).rowcount
+        series, study = _counter_updates(h, series_pk, study_pk, size_bytes, created_series, now)
+        counted = conn.execute(_UPD_SERIES_COUNTS, series).rowcount
+        counted += conn.execute(_UPD_STUDY_COUNTS, study).rowcount
         if counted != 2:
             # A cached primary key whose row was deleted by another writer.
             raise _StaleCache()
