@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -52,6 +53,19 @@ def prepare(settings: Settings, samples: Path | None, *, web: bool = True) -> No
         host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "localhost"
         ensure_first_admin(archive, url=f"http://{host}:{settings.http_port}/")
     archive.index.engine.dispose()
+
+
+def settle_heap() -> None:
+    """Collect once, then keep what the worker built at start-up out of every later
+    collection.
+
+    A worker starts with about 135 000 objects that live as long as it does (modules,
+    SQLAlchemy's and pydicom's tables, the Flask app). Each full collection walked all
+    of them: 90-130 ms with the GIL held, which stalls every association of the worker.
+    One came during the first thousand instances of every ingest measured here.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass
@@ -149,6 +163,7 @@ def run_worker(spec: WorkerSpec) -> None:
         from pacs.viewer.wsgi import WebService
 
         web = WebService(settings, archive)
+    settle_heap()
     wait_for_siblings(spec)
     dicom.start(spec.dicom)
     if web is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import socket
 import time
@@ -48,3 +49,16 @@ def test_a_sibling_that_never_comes_delays_accepting_only_so_long(tmp_path: Path
     started = time.monotonic()
     assert not wait_for_siblings(_spec(tmp_path, 0, ready, 2), timeout=0.3)
     assert 0.3 <= time.monotonic() - started < 2
+
+
+def test_settled_heap_is_left_out_of_later_collections() -> None:
+    from pacs.worker import settle_heap
+
+    kept = [[i] for i in range(1000)]  # containers the collector tracks
+    try:
+        settle_heap()
+        assert gc.get_freeze_count() >= len(kept)
+        oldest = {id(o) for o in gc.get_objects(generation=2)}
+        assert not any(id(x) in oldest for x in kept), "start-up objects still collected"
+    finally:
+        gc.unfreeze()
