@@ -33,9 +33,15 @@ class FilesystemObjectStore:
 
     name = "filesystem"
 
+    #: Directories this process saw or made, so a store into a known series does not
+    #: look its directory up again. Cleared when full: only a hint, never the truth.
+    KNOWN_DIRS = 4096
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.tmp = root / ".tmp"
+        self._root = str(root)
+        self._known_dirs: set[str] = set()
         try:
             self.tmp.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -44,27 +50,38 @@ class FilesystemObjectStore:
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
-    def _make_parents(self, path: Path) -> None:
-        """Create missing parent directories, fsyncing each new entry's parent."""
+    def _make_parents(self, directory: str) -> None:
+        """Create ``directory`` and its missing parents, fsyncing each new entry's parent."""
         missing = []
-        parent = path.parent
-        while not parent.exists():
-            missing.append(parent)
-            parent = parent.parent
-        for directory in reversed(missing):
+        while not os.path.isdir(directory):
+            missing.append(directory)
+            directory = os.path.dirname(directory)
+        for new in reversed(missing):
             try:
-                directory.mkdir()
+                os.mkdir(new)
             except FileExistsError:
                 continue
-            _fsync_dir(directory.parent)
+            _fsync_dir(os.path.dirname(new))
 
-    def _install(self, staged: Path, final: Path) -> None:
-        self._make_parents(final)
-        os.replace(staged, final)
-        _fsync_dir(final.parent)
+    def _install(self, staged: str | Path, final: str) -> None:
+        directory = os.path.dirname(final)
+        if directory not in self._known_dirs:
+            self._make_parents(directory)
+        try:
+            os.replace(staged, final)
+        except FileNotFoundError:
+            # A deletion removed the directory since (it empties and removes series
+            # directories, possibly in another worker): make it again, once.
+            self._known_dirs.discard(directory)
+            self._make_parents(directory)
+            os.replace(staged, final)
+        _fsync_dir(directory)
+        if len(self._known_dirs) >= self.KNOWN_DIRS:
+            self._known_dirs.clear()
+        self._known_dirs.add(directory)
 
     def put_file(self, key: str, path: Path, *, consume: bool, synced: bool = False) -> None:
-        final = self._path(key)
+        final = os.path.join(self._root, check_key(key))
         try:
             if consume:
                 if not synced:
@@ -83,7 +100,7 @@ class FilesystemObjectStore:
         except OSError as exc:
             raise StorageUnavailable(f"cannot write object {key}: {exc}") from exc
 
-    def _copy_in(self, source: Path, final: Path) -> None:
+    def _copy_in(self, source: Path, final: str) -> None:
         fd, staged_name = tempfile.mkstemp(dir=self.tmp, suffix=".part")
         staged = Path(staged_name)
         try:
@@ -97,7 +114,7 @@ class FilesystemObjectStore:
             raise
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        final = self._path(key)
+        final = os.path.join(self._root, check_key(key))
         fd, staged_name = tempfile.mkstemp(dir=self.tmp, suffix=".part")
         staged = Path(staged_name)
         try:
@@ -143,6 +160,7 @@ class FilesystemObjectStore:
                 directory.rmdir()
             except OSError:
                 break
+            self._known_dirs.discard(str(directory))
 
     def iter_objects(self) -> Iterator[ObjectInfo]:
         for dirpath, dirnames, filenames in os.walk(self.root):

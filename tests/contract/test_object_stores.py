@@ -156,6 +156,32 @@ def test_delete_removes_the_object_and_is_idempotent(store: ObjectStore) -> None
     assert read_all(store, key(sop=2)) == b"b"
 
 
+def test_a_series_emptied_by_delete_takes_new_objects(store: ObjectStore, tmp_path: Path) -> None:
+    store.put_bytes(key(sop=1), b"first")
+    store.delete(key(sop=1))  # the series' last object: its directory may go with it
+    store.put_bytes(key(sop=2), b"second")
+    spooled = tmp_path / "received.dcm"
+    spooled.write_bytes(b"third")
+    store.put_file(key(sop=3), spooled, consume=True)
+    assert read_all(store, key(sop=2)) == b"second"
+    assert read_all(store, key(sop=3)) == b"third"
+
+
+def test_a_directory_removed_behind_the_store_is_made_again(tmp_path: Path) -> None:
+    """Another worker's deletion removes a series directory this process has seen."""
+    store = FilesystemObjectStore(tmp_path / "objects")
+    store.put_bytes(key(sop=1), b"first")
+    other = FilesystemObjectStore(tmp_path / "objects")  # another worker, same folder
+    other.delete(key(sop=1))
+    assert not (tmp_path / "objects" / key(sop=1)).parent.exists()
+    spooled = tmp_path / "received.dcm"
+    spooled.write_bytes(b"second")
+    store.put_file(key(sop=2), spooled, consume=True)
+    store.put_bytes(key(sop=3), b"third")
+    assert read_all(store, key(sop=2)) == b"second"
+    assert read_all(store, key(sop=3)) == b"third"
+
+
 # ---------------------------------------------------------------- listing
 
 
