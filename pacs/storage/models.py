@@ -187,7 +187,9 @@ class StoreIntent(Base):
     __tablename__ = "store_intents"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    object_key: Mapped[str] = mapped_column(String(240), index=True)
+    # No secondary index: the table holds only the stores in flight, and each index
+    # cost every received instance an insert and a delete (migration 0008).
+    object_key: Mapped[str] = mapped_column(String(240))
     sha256: Mapped[str] = mapped_column(String(64))
     node: Mapped[str] = mapped_column(String(64), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
