@@ -40,7 +40,8 @@ class FilesystemObjectStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.tmp = root / ".tmp"
-        self._root = str(root)
+        # Absolute: walking up a relative path would end at "", which is never a directory.
+        self._root = os.path.abspath(root)
         self._known_dirs: set[str] = set()
         try:
             self.tmp.mkdir(parents=True, exist_ok=True)

@@ -441,3 +441,12 @@ def test_a_hung_s3_endpoint_is_storage_unavailable_within_seconds() -> None:
         store = _store_at(port, create_bucket=False)
         outcome = _within(8.0, lambda: store.put_bytes(key(), b"data"))
     assert isinstance(outcome, StorageUnavailable), outcome
+
+
+def test_a_store_rooted_at_a_relative_path_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = FilesystemObjectStore(Path("objects"))
+    store.put_bytes(key(), b"data")
+    assert (tmp_path / "objects" / key()).read_bytes() == b"data"
