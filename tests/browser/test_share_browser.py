@@ -87,6 +87,8 @@ def test_a_referring_doctor_opens_a_link_with_a_pin(
     sign_in(rad, viewer_server)
     url = make_link_in_worklist(rad, pin=PIN, download=True)
     token = url.rsplit("/s/", 1)[1]
+    # The dialog shows the link first, then reloads the study's list of links.
+    rad.wait_for_selector("#share-links li.status-active")
     listed = rad.locator("#share-links li.status-active")
     assert listed.count() >= 1 and "BS. Hùng" in listed.first.inner_text()
 
