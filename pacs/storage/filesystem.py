@@ -38,10 +38,11 @@ class FilesystemObjectStore:
     KNOWN_DIRS = 4096
 
     def __init__(self, root: Path) -> None:
-        self.root = root
-        self.tmp = root / ".tmp"
-        # Absolute: walking up a relative path would end at "", which is never a directory.
-        self._root = os.path.abspath(root)
+        # Absolute: walking up a relative path would end at "", which is never a
+        # directory, and the known directories are compared as strings.
+        self.root = Path(os.path.abspath(root))
+        self.tmp = self.root / ".tmp"
+        self._root = str(self.root)
         self._known_dirs: set[str] = set()
         try:
             self.tmp.mkdir(parents=True, exist_ok=True)
@@ -50,6 +51,10 @@ class FilesystemObjectStore:
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
+
+    def _target(self, key: str) -> str:
+        """The object's file name as a string, for the write path (no Path objects)."""
+        return os.path.join(self._root, check_key(key))
 
     def _make_parents(self, directory: str) -> None:
         """Create ``directory`` and its missing parents, fsyncing each new entry's parent."""
@@ -82,7 +87,7 @@ class FilesystemObjectStore:
         self._known_dirs.add(directory)
 
     def put_file(self, key: str, path: Path, *, consume: bool, synced: bool = False) -> None:
-        final = os.path.join(self._root, check_key(key))
+        final = self._target(key)
         try:
             if consume:
                 if not synced:
@@ -115,7 +120,7 @@ class FilesystemObjectStore:
             raise
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        final = os.path.join(self._root, check_key(key))
+        final = self._target(key)
         fd, staged_name = tempfile.mkstemp(dir=self.tmp, suffix=".part")
         staged = Path(staged_name)
         try:
